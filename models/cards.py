@@ -1,0 +1,110 @@
+"""Model cards: what each set of weights is, where it lives and how to check it.
+
+A card pins one file of one Hub repository at one commit and records its sha256, so a model always
+loads the exact bytes it was described with. ``models.hub`` resolves and loads the file a card
+names; this module only holds the descriptions.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+_HEX40 = re.compile(r"[0-9a-f]{40}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+WeightsFormat = Literal["safetensors", "torch"]
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """One set of weights, pinned to a Hub commit and a sha256.
+
+    name: project-wide key (``get_card(name)``).
+    repo_id, filename, revision: the file on the Hub; ``revision`` must be a 40-hex commit sha, never a
+        branch, so the same card always means the same bytes.
+    sha256: hex digest of the file; every resolved file is checked against it.
+    architecture: human-readable description of the network.
+    config: ``models.registry.build_network`` config (``{"type": ..., **kwargs}``), or None for networks
+        that are not in the registry (their owner builds them and uses ``load_state_dict``).
+    license: SPDX-style licence id of the weights.
+    format: "safetensors" or "torch"; inferred from the filename when not given.
+    state_key: for torch checkpoints that wrap the state dict (e.g. "params_ema").
+    strip_prefix: prefix removed from every key that has it (e.g. "module." from DataParallel).
+    local_path: repo-root-relative path of a copy shipped in git (e.g. "weights/<name>/<file>").
+    search_dirs: repo-root-relative directories that may hold ``filename`` during development.
+    """
+
+    name: str
+    repo_id: str
+    filename: str
+    revision: str
+    sha256: str
+    architecture: str
+    config: dict[str, Any] | None = field(hash=False)
+    license: str
+    format: WeightsFormat | None = None
+    state_key: str | None = None
+    strip_prefix: str | None = None
+    local_path: str | None = None
+    search_dirs: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not _HEX40.fullmatch(self.revision):
+            raise ValueError(f"card {self.name!r}: revision must be a 40-hex commit sha, got {self.revision!r}")
+        if not _HEX64.fullmatch(self.sha256):
+            raise ValueError(f"card {self.name!r}: sha256 must be 64 lowercase hex digits, got {self.sha256!r}")
+        if self.config is not None and "type" not in self.config:
+            raise ValueError(f"card {self.name!r}: config needs a 'type' key for build_network")
+        fmt = self.format or ("safetensors" if self.filename.endswith(".safetensors") else "torch")
+        if fmt not in ("safetensors", "torch"):
+            raise ValueError(f"card {self.name!r}: format must be 'safetensors' or 'torch', got {fmt!r}")
+        object.__setattr__(self, "format", fmt)
+        object.__setattr__(self, "search_dirs", tuple(self.search_dirs))
+
+    def describe(self) -> str:
+        """Identity used in messages: name, repo id and revision."""
+        return f"{self.name!r} ({self.repo_id}@{self.revision}, file {self.filename})"
+
+
+_CARDS: dict[str, ModelCard] = {}
+
+
+def register_card(card: ModelCard) -> None:
+    """Add a card; registering an identical card again is a no-op, a different one with the same name is an error."""
+    known = _CARDS.get(card.name)
+    if known is not None and known != card:
+        raise KeyError(f"a different model card named {card.name!r} is already registered")
+    _CARDS[card.name] = card
+
+
+def get_card(name: str) -> ModelCard:
+    try:
+        return _CARDS[name]
+    except KeyError:
+        known = ", ".join(sorted(_CARDS)) or "none"
+        raise KeyError(f"no model card named {name!r} (known: {known})") from None
+
+
+def list_cards() -> list[ModelCard]:
+    return [_CARDS[name] for name in sorted(_CARDS)]
+
+
+# The rainface/* repositories are the project's own mirrors. Their revisions are pinned here, in the
+# card; a card whose repository is not yet published carries an all-zero placeholder revision and
+# resolves only from local copies until the real commit sha replaces it.
+register_card(
+    ModelCard(
+        name="retinaface_mobile0.25",
+        repo_id="rainface/retinaface-mobilenet0.25",
+        filename="mobilenet0.25_Final.pth",
+        revision="0" * 40,
+        sha256="ed6fa7d45a5179f03cb5ce82c73b0c6711372968e53782e88395acee88d319e1",
+        architecture="RetinaFace face detector, MobileNet-0.25 backbone (biubug6/Pytorch_Retinaface layout)",
+        config=None,
+        license="MIT",
+        format="torch",
+        # Keys are stored without a "module." prefix (checked: 300 keys, none prefixed).
+        search_dirs=("../shared/weights/retinaface",),
+    )
+)
