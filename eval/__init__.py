@@ -1,0 +1,1 @@
+"""Headless evaluation: metrics, calibration records and benchmarks for restored faces."""

@@ -1,0 +1,1 @@
+"""Calibration of the metrics against reference implementations; records in <metric>.json."""

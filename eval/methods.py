@@ -1,0 +1,214 @@
+"""The methods `python -m eval` can score, and how each one turns a degraded batch into faces.
+
+A method's restorer takes the degraded batch (B×3×h×w float in [0,1] on the run's device; h = w = the
+task's input size) and the images' seeds, and returns B×3×H×W in [0,1] at the ground truth's size.
+Seeds matter only to stochastic methods (diffusion), so that one image's output is reproducible alone.
+
+Two trivial methods always work; every other one resolves its weights through ``models.hub`` model
+cards, and ``resolve_methods`` checks the cards and weights of all requested methods before any work
+starts. To add a model: register its card in ``models/cards.py`` and add one line to ``METHODS``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Sequence
+
+from eval.tasks import EvalError, Task
+
+if TYPE_CHECKING:
+    import torch
+
+Restorer = Callable[["torch.Tensor", Sequence[int]], "torch.Tensor"]
+
+
+@dataclass(frozen=True)
+class Method:
+    """name: the CLI/app name; title: how the papers call it; tasks: where it is meant to run;
+    cards: model cards it needs; published: row labels of the paper tables that are this method (a
+    label matches the whole row name or its part after "/", e.g. "CelebA/Bicubic"); build(device,
+    out_size) -> Restorer; note: how it runs, for the summary."""
+
+    name: str
+    title: str
+    tasks: tuple[str, ...]
+    build: Callable[[str, int], Restorer] = field(repr=False)
+    cards: tuple[str, ...] = ()
+    published: tuple[str, ...] = ()
+    note: str = ""
+
+
+def _fit(x: torch.Tensor, size: int, *, antialias: bool) -> torch.Tensor:
+    import torch.nn.functional as F
+
+    if x.shape[-2:] == (size, size):
+        return x
+    return F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=antialias)
+
+
+def _identity(device: str, out_size: int) -> Restorer:
+    return lambda x, seeds: _fit(x, out_size, antialias=False).clamp(0, 1)
+
+
+def _bicubic(device: str, out_size: int) -> Restorer:
+    return lambda x, seeds: _fit(x, out_size, antialias=True).clamp(0, 1)
+
+
+def _plain_net(card: str, *, signed: bool = False, input_size: int | None = None, per_image: bool = False,
+               output: Callable[[object], torch.Tensor] = lambda y: y) -> Callable[[str, int], Restorer]:
+    """A registry network with one image input: LQ (optionally resized to `input_size` and mapped to
+    [-1,1]) -> image; the output is mapped back, clamped and resized to the ground truth's size.
+    `per_image` runs images one by one (networks whose test-time normalisation uses batch statistics)."""
+
+    def build(device: str, out_size: int) -> Restorer:
+        import torch
+
+        from models.hub import load_model
+
+        net = load_model(card, device=device)
+
+        def run(x: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
+            x = _fit(x, input_size, antialias=False) if input_size else x
+            x = x * 2 - 1 if signed else x
+            with torch.no_grad():
+                chunks = x.split(1) if per_image else (x,)
+                y = torch.cat([output(net(c)) for c in chunks])
+            y = (y + 1) / 2 if signed else y
+            return _fit(y.clamp(0, 1), out_size, antialias=True).clamp(0, 1)
+
+        return run
+
+    return build
+
+
+def _parsing_net(generator_card: str, parser_card: str, *, input_size: int | None) -> Callable[[str, int], Restorer]:
+    """PSFRGAN-style: ParseNet predicts the parsing map of the LQ face in [-1,1], its argmax as one-hot
+    maps conditions the generator (as the official test script), output [-1,1]."""
+
+    def build(device: str, out_size: int) -> Restorer:
+        import torch
+
+        from models.hub import load_model
+
+        generator = load_model(generator_card, device=device)
+        parser = load_model(parser_card, device=device)
+
+        def run(x: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
+            x = _fit(x, input_size, antialias=False) if input_size else x
+            x = x * 2 - 1
+            with torch.no_grad():
+                logits = parser(x)[0]
+                one_hot = (logits == logits.amax(dim=1, keepdim=True)).float()
+                y = generator(x, one_hot)
+            return _fit(((y + 1) / 2).clamp(0, 1), out_size, antialias=True).clamp(0, 1)
+
+        return run
+
+    return build
+
+
+def _diffusion_pipeline(card: str, *, input_size: int, steps: int = 50) -> Callable[[str, int], Restorer]:
+    """BFRffusion through its diffusers pipeline; the card's file is the pipeline folder's
+    model_index.json (the other files beside it). Initial noise seeded per image."""
+
+    def build(device: str, out_size: int) -> Restorer:
+        import torch
+
+        from models.bfrffusion import BFRffusionPipeline
+        from models.hub import resolve_weights
+
+        pipe = BFRffusionPipeline.from_pretrained(resolve_weights(card).parent).to(device)
+        pipe.set_progress_bar_config(disable=True)
+
+        def run(x: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
+            gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+            y = pipe(_fit(x, input_size, antialias=False).clamp(0, 1), num_inference_steps=steps,
+                     generator=gens).images
+            return _fit(y, out_size, antialias=True).clamp(0, 1)
+
+        return run
+
+    return build
+
+
+RAIN, SR = ("rain",), ("sr4", "sr8")
+METHODS: dict[str, Method] = {m.name: m for m in [
+    Method("identity", "Degraded input", ("rain", "sr4", "sr8"), _identity,
+           note="the degraded input itself; smaller inputs upsampled with torch bicubic (a=-0.75, no antialias)"),
+    Method("bicubic", "Bicubic", ("rain", "sr4", "sr8"), _bicubic, published=("Bicubic",),
+           note="bicubic upsampling of the input (antialiased path, a=-0.5, as PIL/Matlab); "
+                "equals identity when the input has the output's size (rain)"),
+    Method("rain_removal", "Heavy rain removal", RAIN,
+           _plain_net("heavy_rain_removal", output=lambda out: out.clean), ("heavy_rain_removal",),
+           ("Heavy rain removal",), "Li, Tan & Cheong (CVPR 2019) DecompModel; its refined `clean` output"),
+    Method("hifacegan", "HiFaceGAN", (*RAIN, *SR),
+           _plain_net("hifacegan", input_size=512, per_image=True), ("hifacegan",), ("HiFaceGAN",),
+           "LIPSPADEGenerator at 512 px, one image at a time (batch-statistics BatchNorm, as the official test)"),
+    Method("psfrgan", "PSFRGAN", RAIN, _parsing_net("psfrgan", "parsenet", input_size=512),
+           ("psfrgan", "parsenet"), ("PSFRGAN",), "PSFRGAN generator + ParseNet at 512 px"),
+    Method("dafe", "DAFE (proposed)", RAIN, _parsing_net("dafe", "parsenet", input_size=None),
+           ("dafe", "parsenet"), ("DAFE (proposed)",), "DAFEGenerator + ParseNet at the run's size"),
+    Method("bfrffusion", "BFRffusion", RAIN, _diffusion_pipeline("bfrffusion", input_size=512),
+           ("bfrffusion",), ("BFRffusion",), "diffusers pipeline, 50 DDIM steps at 512 px, noise seeded per image"),
+    Method("sr4_selfsup", "Self-supervised x4 SR", ("sr4",), _plain_net("sr4_selfsup"), ("sr4_selfsup",),
+           ("Self-supervised (ours)",), "LR input -> x4 output"),
+    Method("sr8_teacher", "KD x8 SR teacher", ("sr8",), _plain_net("sr8_teacher"), ("sr8_teacher",),
+           ("Teacher",), "LR input -> x8 output"),
+    Method("sr8_student", "KD x8 SR student (MSKD)", ("sr8",), _plain_net("sr8_student"), ("sr8_student",),
+           ("Student (MSKD)", "Student"), "LR input -> x8 output"),
+]}
+
+
+def _check_weights(method: Method) -> None:
+    from models.hub import WeightsError, get_card, resolve_weights
+
+    for card in method.cards:
+        try:
+            get_card(card)
+        except KeyError:
+            raise EvalError(
+                f"method {method.name!r} ({method.title}) needs the model card {card!r}, which is not registered: "
+                f"its weights are not published in this project yet. To use it, register a ModelCard named "
+                f"{card!r} in models/cards.py (Hub repo, pinned revision, sha256) and put the weights on the "
+                f"Hub or in $RAINFACE_WEIGHTS_DIR/{card}/; or leave {method.name!r} out of --methods."
+            ) from None
+        try:
+            resolve_weights(card)
+        except WeightsError as e:
+            raise EvalError(f"method {method.name!r} ({method.title}): {e}") from None
+
+
+def resolve_methods(names: Sequence[str], task: Task) -> list[Method]:
+    """The requested methods, after checking that each exists, fits the task and has its weights."""
+    if not names:
+        raise EvalError("--methods is empty; name at least one method")
+    if len(set(names)) != len(names):
+        raise EvalError(f"--methods lists a method twice: {', '.join(names)}")
+    methods = []
+    for name in names:
+        if name not in METHODS:
+            raise EvalError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
+        method = METHODS[name]
+        if task.name not in method.tasks:
+            raise EvalError(f"method {name!r} ({method.title}) is for task(s) {', '.join(method.tasks)}, "
+                            f"not {task.name!r}")
+        methods.append(method)
+    for method in methods:
+        _check_weights(method)
+    return methods
+
+
+def build_restorers(methods: Sequence[Method], device: str, out_size: int) -> dict[str, Restorer]:
+    """Load every method on `device` (before any image is processed, so load errors come first)."""
+    from models.hub import WeightsError
+
+    restorers = {}
+    for method in methods:
+        try:
+            restorers[method.name] = method.build(device, out_size)
+        except WeightsError as e:
+            raise EvalError(f"method {method.name!r} ({method.title}): {e}") from None
+    return restorers
+
+
+def matches_published(method: Method, row_label: str) -> bool:
+    return row_label in method.published or row_label.split("/")[-1] in method.published
