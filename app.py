@@ -96,4 +96,5 @@ if __name__ == "__main__":
     build_demo().queue(default_concurrency_limit=2, max_size=32).launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+        show_error=True,
     )
