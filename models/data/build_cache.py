@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -214,7 +213,8 @@ def build(name: str, size: int, *, source: str = "annotations", border: str = "r
     pool = None
     if workers > 1:
         import multiprocessing
-        pool = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn").Pool(workers)
+        # spawn, not fork: forking a process whose torch/OpenCV thread pools are running can deadlock the child.
+        pool = multiprocessing.get_context("spawn").Pool(workers)
     try:
         results = pool.imap(_align_chunk, jobs) if pool else map(_align_chunk, jobs)
         for start, *chunk in results:  # imap keeps order, so `done` always marks a finished prefix
