@@ -184,8 +184,8 @@ class _Batch:
             if tuple(y.shape) != (len(sel), *gt.shape[1:]):
                 raise EvalError(f"method {method.name!r} returned shape {tuple(y.shape)}, expected "
                                 f"{(len(sel), *gt.shape[1:])}")
-            # One image at a time: the metrics block their float32 reductions by batch size, so a
-            # batched score would depend (in the last digits) on which images shared the batch.
+            # One image at a time: float32 reductions are partitioned by tensor size (the metrics' row
+            # blocks, torch's threads), so a batched score would depend in its last digits on the batch.
             scores = {n: [float(metric(y[k:k + 1], gt[j:j + 1])) for k, j in enumerate(sel)]
                       for n, metric in per_image.items()}
             for name, metric in per_set.items():
