@@ -15,20 +15,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from eval.metrics.base import Metric
-from eval.metrics.psnr_ssim import check_common, check_window, gaussian_window, prepared, ssim_terms
+from eval.metrics.psnr_ssim import SSIM, check_window, gaussian_window, prepared, ssim_terms
 from eval.metrics.spec import check_choice, check_int
 
 
-class MSSSIM(Metric):
-    chunk_elements = 1 << 20
+class MSSSIM(SSIM):
+    """SSIM's spec checks and chunking, plus the scales."""
 
     def __init__(self, name: str, spec: dict[str, Any], lower_is_better: bool,
                  value_range: tuple[float, float]) -> None:
         super().__init__(name, spec, lower_is_better, value_range)
-        check_common(name, spec)
-        check_window(name, spec["window"])
-        check_choice(name, "region", spec["region"], ("valid",))
         check_choice(name, "cs_relu", spec["cs_relu"], (True,))
         scales = check_int(name, "scales", spec["scales"], 1)
         if len(spec["scale_weights"]) != scales:
