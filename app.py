@@ -34,9 +34,9 @@ def add_heavy_rain(rgb: np.ndarray, seed: int, veil: float) -> np.ndarray:
     """Synthetic heavy rain on a whole photo; `veil` in [0, 1] moves the depth stand-in across its range."""
     import torch
 
-    from models.degradations import create_degradation
+    from models.degradations import PARAM_RANGES, create_degradation
 
-    lo, hi = 0.10, 0.20  # the heavy-rain model's depth range (see models/degradations/heavy_rain.py)
+    lo, hi = PARAM_RANGES["heavy_rain"]["depth"][1]
     rain = create_degradation("heavy_rain", depth=lo + veil * (hi - lo))
     x = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float() / 255.0
     with torch.inference_mode():
