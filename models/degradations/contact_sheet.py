@@ -12,12 +12,13 @@ usual "Bicubic" baseline, i.e. the LR image bicubic up-scaled back to 256 x 256.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+
+from models.data.paths import data_root
 
 from .factory import create_degradation
 from .resize import resize_bicubic
@@ -26,16 +27,11 @@ SIZE = 256
 CROP = 160
 
 
-def data_root() -> Path:
-    env = os.environ.get("RAINFACE_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
 def load_lfw_faces(n: int, root: Path | None = None) -> torch.Tensor:
     """(n, 3, 256, 256) float faces in [0, 1], centre-cropped from LFW and resized."""
-    files = sorted((root or data_root()).joinpath("lfw").glob("*.jpg"))
+    files = sorted(data_root(root).joinpath("lfw").glob("*.jpg"))
     if len(files) < n:
-        raise FileNotFoundError(f"need {n} LFW images under {(root or data_root()) / 'lfw'}, found {len(files)}")
+        raise FileNotFoundError(f"need {n} LFW images under {data_root(root) / 'lfw'}, found {len(files)}")
     picks = [files[i * len(files) // n] for i in range(n)]
     faces = []
     for f in picks:
