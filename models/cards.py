@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
+
+import yaml
 
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -108,3 +111,36 @@ register_card(
         search_dirs=("../shared/weights/retinaface",),
     )
 )
+
+
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+_PROJECT_LICENSE = "cc-by-nc-sa-4.0"  # PSFRGAN-derived, trained on UTKFace: non-commercial research only
+
+
+def _register_trained(name: str, net: str, sha256: str, architecture: str) -> None:
+    """Card of weights this project trained: ``weights/<name>/`` holds the file, its training config
+    (whose ``networks[net]`` is the card's config) and log; published as ``rainface/<name>``."""
+    folder = _REPO_ROOT / "weights" / name
+    if not (folder / "config.yaml").is_file():
+        return  # not trained in this checkout: the card stays unregistered and its methods say so
+    cfg = yaml.safe_load((folder / "config.yaml").read_text())
+    register_card(ModelCard(
+        name=name, repo_id=f"rainface/{name.replace('_', '-')}", filename="model.safetensors", revision="0" * 40,
+        sha256=sha256, architecture=architecture, config=dict(cfg["networks"][net]), license=_PROJECT_LICENSE,
+        local_path=f"weights/{name}/model.safetensors",
+    ))
+
+
+_register_trained("rain128_parsenet", "parser", "0" * 64,
+                  "ParseNet (PSFRGAN's face parser), 128 px, trained here on heavy-rain UTKFace")
+_register_trained("rain128_psfrgan", "generator", "0" * 64,
+                  "PSFRGAN generator, 128 px, trained here on heavy-rain UTKFace (the DAFE ablation)")
+_register_trained("rain128_dafe", "generator", "0" * 64,
+                  "DAFE generator (PSFRGAN + degradation-agnostic feature embedding), 128 px, trained here")
+_register_trained("rain128_hifacegan", "generator", "0" * 64,
+                  "HiFaceGAN LIPSPADEGenerator, 128 px, trained here on heavy-rain UTKFace (issue 5 baseline)")
+_register_trained("rain128_heavy_rain", "generator", "0" * 64,
+                  "Heavy-rain removal DecompModel (Li, Tan & Cheong 2019), 128 px, trained here on heavy-rain UTKFace")
+_register_trained("rain128_diffusion", "generator", "0" * 64,
+                  "Small pixel-space diffusion restorer of BFRffusion's design (diffusers UNet + MFEM + TTPM), "
+                  "128 px, trained here on heavy-rain UTKFace")

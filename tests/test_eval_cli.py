@@ -183,21 +183,24 @@ def test_config_mismatch_is_refused(clean_run: Path, tmp_path: Path, capsys) -> 
 
 
 def test_method_without_weights_fails_before_work(tmp_path: Path, monkeypatch, capsys) -> None:
+    from models import cards
+
+    # Unregistered whether or not this checkout has trained the model.
+    monkeypatch.setattr(cards, "_CARDS", {k: v for k, v in cards._CARDS.items() if k != "rain128_heavy_rain"})
     out = tmp_path / "run"
-    assert run_cli_methods(out, "identity,dafe") == 2
+    assert run_cli_methods(out, "identity,rain_removal") == 2
     err = capsys.readouterr().err
-    assert "method 'dafe'" in err and "model card 'dafe'" in err and "Traceback" not in err
+    assert "method 'rain_removal'" in err and "model card 'rain128_heavy_rain'" in err and "Traceback" not in err
     assert not out.exists()
 
     # A registered card whose file is nowhere: the hub's message, prefixed with the method.
-    from models import cards
-
-    monkeypatch.setattr(cards, "_CARDS", dict(cards._CARDS))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("RAINFACE_WEIGHTS_DIR", str(tmp_path / "weights"))
+    cards._CARDS.pop("rain128_hifacegan", None)
     cards.register_card(cards.ModelCard(
-        name="hifacegan", repo_id="rainface/test-missing", filename="missing.safetensors", revision="1" * 40,
-        sha256="2" * 64, architecture="test", config={"type": "LIPSPADEGenerator"}, license="MIT"))
+        name="rain128_hifacegan", repo_id="rainface/test-missing", filename="missing.safetensors",
+        revision="1" * 40, sha256="2" * 64, architecture="test", config={"type": "LIPSPADEGenerator"},
+        license="MIT"))
     assert run_cli_methods(out, "bicubic,hifacegan") == 2
     err = capsys.readouterr().err
     assert "method 'hifacegan'" in err and "missing.safetensors" in err
@@ -223,13 +226,13 @@ def test_a_carded_model_runs_through_the_method_table(tmp_path: Path, monkeypatc
 
     config = {"type": "DecompModel", "width": 4, "radii": (2,), "gf_eps": (1e-3,)}
     torch.manual_seed(0)
-    path = tmp_path / "weights" / "heavy_rain_removal" / "tiny.safetensors"
+    path = tmp_path / "weights" / "rain128_heavy_rain" / "tiny.safetensors"
     path.parent.mkdir(parents=True)
     save_file(build_network(dict(config)).state_dict(), str(path))
-    monkeypatch.setattr(cards, "_CARDS", dict(cards._CARDS))
+    monkeypatch.setattr(cards, "_CARDS", {k: v for k, v in cards._CARDS.items() if k != "rain128_heavy_rain"})
     monkeypatch.setenv("RAINFACE_WEIGHTS_DIR", str(tmp_path / "weights"))
     cards.register_card(cards.ModelCard(
-        name="heavy_rain_removal", repo_id="rainface/test-tiny", filename="tiny.safetensors", revision="1" * 40,
+        name="rain128_heavy_rain", repo_id="rainface/test-tiny", filename="tiny.safetensors", revision="1" * 40,
         sha256=sha256_file(path), architecture="test", config=config, license="MIT"))
     out = tmp_path / "run"
     assert main(["--task", "rain", "--methods", "rain_removal", "--limit", "2", "--metrics", "psnr",

@@ -1,7 +1,7 @@
 """Whole-photo face restoration: detect → align → restore (any callable) → paste back."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +82,14 @@ class FacePipeline:
         restore_fn: RestoreFn,
     ) -> RestoreResult:
         """Restore every face (up to max_faces, largest first) and paste the results back."""
+        return self.restore_each(image, {"result": restore_fn})["result"]
+
+    def restore_each(
+        self,
+        image: np.ndarray | LoadedImage | str | Path | bytes | Image.Image,
+        restore_fns: Mapping[str, RestoreFn],
+    ) -> dict[str, RestoreResult]:
+        """Detect and align once, then restore the faces with each function and paste each back."""
         rgb, loaded = _as_rgb(image)
         detections = self.detector.detect(rgb)
         if not detections:
@@ -92,16 +100,19 @@ class FacePipeline:
         kept = detections[: self.max_faces]
         faces = [self.align(rgb, d) for d in kept]
         crops = np.stack([f.crop for f in faces])
-        restored = np.concatenate(
-            [self._run(restore_fn, crops[i : i + self.batch_size]) for i in range(0, len(crops), self.batch_size)]
-        )
-        out = rgb
-        # Smallest first, so the main face wins where pasted squares overlap.
-        for face, new in reversed(list(zip(faces, restored))):
-            out = paste_back(out, new, face.affine, feather=self.feather)
-        return RestoreResult(
-            image=out, faces=faces, restored=restored, skipped=len(detections) - len(kept), loaded=loaded
-        )
+        results = {}
+        for name, restore_fn in restore_fns.items():
+            restored = np.concatenate(
+                [self._run(restore_fn, crops[i : i + self.batch_size]) for i in range(0, len(crops), self.batch_size)]
+            )
+            out = rgb
+            # Smallest first, so the main face wins where pasted squares overlap.
+            for face, new in reversed(list(zip(faces, restored))):
+                out = paste_back(out, new, face.affine, feather=self.feather)
+            results[name] = RestoreResult(
+                image=out, faces=faces, restored=restored, skipped=len(detections) - len(kept), loaded=loaded
+            )
+        return results
 
     def align(self, rgb: np.ndarray, detection: Detection) -> AlignedFace:
         """Crop one detected face onto the template at this pipeline's size."""

@@ -1,0 +1,179 @@
+"""Training tasks: what one step does for each kind of run (the loop lives in ``runner``).
+
+A task owns its networks (``nets``: everything the checkpoint saves), their optimizers, and the
+step. Which parameters a run trains is set by the config's ``train`` prefixes, so DAFE's stages are
+the same task with different trainable parts.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from models.registry import build_network
+from models.training import losses
+
+NUM_CLASSES = 19
+
+
+def to_signed(x: torch.Tensor) -> torch.Tensor:
+    return x * 2 - 1
+
+
+def predicted_parsing(parser: nn.Module, lq_signed: torch.Tensor) -> torch.Tensor:
+    """ParseNet's argmax as one-hot maps (how PSFRGAN conditions its generator)."""
+    logits = parser(lq_signed)[0]
+    return F.one_hot(logits.argmax(dim=1), logits.shape[1]).permute(0, 3, 1, 2).float()
+
+
+def _select_trainable(net: nn.Module, prefixes: list[str] | None) -> list[nn.Parameter]:
+    """Mark the parameters under `prefixes` (all when None) trainable and freeze the rest."""
+    chosen = []
+    for name, p in net.named_parameters():
+        p.requires_grad_(prefixes is None or any(name.startswith(pre) for pre in prefixes))
+        if p.requires_grad:
+            chosen.append(p)
+    if not chosen:
+        raise ValueError(f"no parameters match the train prefixes {prefixes}")
+    return chosen
+
+
+def _adam(params: list[nn.Parameter], opt: dict[str, Any]) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=float(opt.get("lr", 2e-4)), betas=tuple(opt.get("betas", (0.9, 0.999))))
+
+
+class Task:
+    """Base: ``nets`` (saved), ``optimizers``, ``ema_nets`` (names kept with an EMA copy), ``export``."""
+
+    nets: dict[str, nn.Module]
+    optimizers: dict[str, torch.optim.Optimizer]
+    ema_nets: tuple[str, ...]
+    export: str
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        raise NotImplementedError
+
+
+class ParseNetTask(Task):
+    """ParseNet on degraded faces: cross-entropy to the pseudo-parsing masks + L1 of its image head."""
+
+    def __init__(self, cfg: dict[str, Any], device: torch.device, frozen: dict[str, nn.Module]) -> None:
+        self.device = device
+        self.nets = {"parser": build_network(dict(cfg["networks"]["parser"])).to(device)}
+        self.optimizers = {"parser": _adam(_select_trainable(self.nets["parser"], cfg.get("train")),
+                                           cfg["optim"]["parser"])}
+        self.weights = cfg["losses"]
+        self.ema_nets, self.export = ("parser",), "parser"
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        lq, clean = to_signed(batch["lq"].to(self.device)), to_signed(batch["clean"].to(self.device))
+        logits, image = self.nets["parser"](lq)
+        ce = F.cross_entropy(logits, batch["parsing"].to(self.device))
+        pix = F.l1_loss(image, clean)
+        loss = self.weights["parsing"] * ce + self.weights["pixel"] * pix
+        opt = self.optimizers["parser"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"parsing_ce": ce.item(), "pixel_l1": pix.item()}
+
+
+class StyleGANTask(Task):
+    """PSFRGAN training (also DAFE's stages 0 and 2, whose generator is a ``DAFEGenerator``).
+
+    Generator: λ_pix·L1 + λ_fm·feature matching + λ_adv·hinge + λ_ss·semantic style (GT parsing
+    regions); discriminator: hinge. The generator is conditioned on the frozen ParseNet's prediction
+    from the LQ face, as at test time. With ``embedding: hq`` a DAFEGenerator takes its style offsets
+    from the HQ embedding (the paper's training path), with ``lq`` from the LQ one.
+    """
+
+    def __init__(self, cfg: dict[str, Any], device: torch.device, frozen: dict[str, nn.Module]) -> None:
+        self.device = device
+        self.parser = frozen["parser"]
+        gen = build_network(dict(cfg["networks"]["generator"])).to(device)
+        disc = build_network(dict(cfg["networks"]["discriminator"])).to(device)
+        self.nets = {"generator": gen, "discriminator": disc}
+        self.optimizers = {
+            "generator": _adam(_select_trainable(gen, cfg.get("train")), cfg["optim"]["generator"]),
+            "discriminator": _adam(list(disc.parameters()), cfg["optim"]["discriminator"]),
+        }
+        self.weights = cfg["losses"]
+        self.embedding = cfg.get("embedding")
+        self.ema_nets, self.export = ("generator",), "generator"
+
+    def _generate(self, lq: torch.Tensor, parsing: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+        gen = self.nets["generator"]
+        if self.embedding is None:
+            return gen(lq, parsing)
+        return gen(lq, parsing, hq=clean if self.embedding == "hq" else None)
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        lq, clean = to_signed(batch["lq"].to(self.device)), to_signed(batch["clean"].to(self.device))
+        gt_parsing = batch["parsing"].to(self.device)
+        with torch.no_grad():
+            parsing = predicted_parsing(self.parser, lq)
+        fake = self._generate(lq, parsing, clean)
+        disc, w = self.nets["discriminator"], self.weights
+
+        real_feats = disc(clean)
+        loss_d = losses.hinge_d(real_feats, disc(fake.detach()))
+        opt_d = self.optimizers["discriminator"]
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+
+        real_feats = [[f.detach() for f in scale] for scale in real_feats]
+        fake_feats = disc(fake)
+        terms = {
+            "pixel_l1": F.l1_loss(fake, clean),
+            "feature_match": losses.feature_matching(real_feats, fake_feats),
+            "adversarial": losses.hinge_g(fake_feats),
+            "semantic_style": losses.semantic_style(real_feats, fake_feats, gt_parsing, NUM_CLASSES),
+        }
+        loss_g = (w["pixel"] * terms["pixel_l1"] + w["feature_match"] * terms["feature_match"]
+                  + w["adversarial"] * terms["adversarial"] + w["semantic_style"] * terms["semantic_style"])
+        opt_g = self.optimizers["generator"]
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        # The discriminator's grads from the generator pass are discarded by its next zero_grad.
+        return {"d_hinge": loss_d.item(), **{k: v.item() for k, v in terms.items()}}
+
+
+class DAFEAlignTask(Task):
+    """DAFE stage 1: the LQ encoder learns MSE(E_LQ(I_LQ), E_HQ(I_HQ)) with the HQ encoder frozen.
+
+    With ``lq_init: hq`` the LQ encoder starts as a copy of the HQ encoder (the "pre-trained LQ
+    encoder" of the paper's Fig. 5) before the run's first step.
+    """
+
+    def __init__(self, cfg: dict[str, Any], device: torch.device, frozen: dict[str, nn.Module]) -> None:
+        self.device = device
+        gen = build_network(dict(cfg["networks"]["generator"])).to(device)
+        self.nets = {"generator": gen}
+        self.optimizers = {"generator": _adam(_select_trainable(gen, cfg.get("train", ["lq_encoder."])),
+                                              cfg["optim"]["generator"])}
+        self.lq_init = cfg.get("lq_init")
+        self.ema_nets, self.export = ("generator",), "generator"
+
+    def on_fresh_start(self) -> None:
+        if self.lq_init == "hq":
+            gen = self.nets["generator"]
+            gen.lq_encoder.load_state_dict(gen.hq_encoder.state_dict())
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        gen = self.nets["generator"]
+        lq, clean = to_signed(batch["lq"].to(self.device)), to_signed(batch["clean"].to(self.device))
+        with torch.no_grad():
+            target = gen.embed_hq(clean)
+        loss = F.mse_loss(gen.embed(lq), target)
+        opt = self.optimizers["generator"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"embedding_mse": loss.item(), "target_power": target.pow(2).mean().item()}
+
+
+TASKS: dict[str, type[Task]] = {"parsenet": ParseNetTask, "psfrgan": StyleGANTask, "dafe_align": DAFEAlignTask}
