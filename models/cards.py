@@ -131,16 +131,24 @@ def _register_trained(name: str, net: str, sha256: str, architecture: str) -> No
     ))
 
 
-_register_trained("rain128_parsenet", "parser", "0" * 64,
-                  "ParseNet (PSFRGAN's face parser), 128 px, trained here on heavy-rain UTKFace")
-_register_trained("rain128_psfrgan", "generator", "0" * 64,
-                  "PSFRGAN generator, 128 px, trained here on heavy-rain UTKFace (the DAFE ablation)")
-_register_trained("rain128_dafe", "generator", "0" * 64,
-                  "DAFE generator (PSFRGAN + degradation-agnostic feature embedding), 128 px, trained here")
-_register_trained("rain128_hifacegan", "generator", "0" * 64,
-                  "HiFaceGAN LIPSPADEGenerator, 128 px, trained here on heavy-rain UTKFace (issue 5 baseline)")
-_register_trained("rain128_heavy_rain", "generator", "0" * 64,
-                  "Heavy-rain removal DecompModel (Li, Tan & Cheong 2019), 128 px, trained here on heavy-rain UTKFace")
-_register_trained("rain128_diffusion", "generator", "0" * 64,
-                  "Small pixel-space diffusion restorer of BFRffusion's design (diffusers UNet + MFEM + TTPM), "
-                  "128 px, trained here on heavy-rain UTKFace")
+_register_trained(
+    "rain128_parsenet", "parser", "cd92636e7040ecae057339d736a28644b9fe707bed2344dc897d09af90958a05",
+    "ParseNet (PSFRGAN's face parser), 128 px, trained here on heavy-rain UTKFace")
+_register_trained(
+    "rain128_psfrgan", "generator", "dcee440689596a2a4f13a3b269cd04daa238add6221ed7d81e89b3516377a058",
+    "PSFRGAN generator, 128 px, trained here on heavy-rain UTKFace (the DAFE ablation)")
+_register_trained(
+    "rain128_dafe", "generator", "e576f4a47992780c1f42b58ec10acba411c5e10c4a758d502defcd08c1cf1708",
+    "DAFE generator (PSFRGAN + degradation-agnostic feature embedding), 128 px, trained here")
+_register_trained(
+    "rain128_hifacegan", "generator", "f9b029ce697a910b778f2525c81b436cfad131f529eb8d850b52ecead12e2ede",
+    "HiFaceGAN LIPSPADEGenerator, 128 px, trained here on heavy-rain UTKFace (issue 5 baseline)")
+# The heavy-rain and diffusion baselines are not published: their first CPU training runs failed (see the
+# README's rain results); their hashes are filled in when a run succeeds.
+_register_trained(
+    "rain128_heavy_rain", "generator", "0" * 64,
+    "Heavy-rain removal DecompModel (Li, Tan & Cheong 2019), 128 px, trained here on heavy-rain UTKFace")
+_register_trained(
+    "rain128_diffusion", "generator", "0" * 64,
+    "Small pixel-space diffusion restorer of BFRffusion's design (diffusers UNet + MFEM + TTPM), "
+    "128 px, trained here on heavy-rain UTKFace")
