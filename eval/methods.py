@@ -128,31 +128,31 @@ def _diffusion_pipeline(card: str, *, input_size: int, steps: int = 50) -> Calla
     return build
 
 
-def _official_bfrffusion_resolves() -> bool:
-    """Whether the official BFRffusion pipeline card is registered and its weights resolve (local copy,
-    Hub cache or download). No such card is registered while the SD-based weights are unreachable."""
-    from models.hub import WeightsError, get_card, resolve_weights
+def _official_bfrffusion_registered() -> bool:
+    """Whether a model card for the official BFRffusion pipeline is registered. Only the card is checked
+    (no file lookup, no download at import); a registered card whose weights are missing fails like any
+    other method, with the hub's message, before work starts."""
+    from models.cards import get_card
 
     try:
         get_card("bfrffusion")
-        resolve_weights("bfrffusion")
-    except (KeyError, WeightsError):
+    except KeyError:
         return False
     return True
 
 
 def _bfrffusion_method() -> Method:
-    """BFRffusion's row: the official SD-based pipeline when its weights resolve, else our small
+    """BFRffusion's row: the official SD-based pipeline when its card is registered, else our small
     diffusion restorer of the same design; decided once, when the table is built, so the note says
     which one runs."""
-    if _official_bfrffusion_resolves():
+    if _official_bfrffusion_registered():
         return Method("bfrffusion", "BFRffusion", RAIN, _diffusion_pipeline("bfrffusion", input_size=512),
                       ("bfrffusion",), ("BFRffusion",),
                       "official BFRffusion (SD 2.1-base + MFEM + TTPM) diffusers pipeline, 50 DDIM steps at 512 px, "
                       "noise seeded per image")
     return Method("bfrffusion", "BFRffusion", RAIN, _rain_baseline("diffusion"), ("rain128_diffusion",),
                   ("BFRffusion",),
-                  "official BFRffusion weights unavailable (no resolvable 'bfrffusion' card): ran our small 128 px "
+                  "official BFRffusion weights unavailable (no 'bfrffusion' card registered): ran our small 128 px "
                   "pixel-space restorer of its design (diffusers UNet + MFEM + TTPM), 10 DDIM steps, noise seeded "
                   "per image; configs/rain/diffusion_restorer.yaml")
 

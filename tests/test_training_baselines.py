@@ -152,14 +152,14 @@ def test_eval_methods_use_the_trained_baselines(tiny_cards: Path, monkeypatch) -
         y = methods.METHODS[name].build("cpu", 256)(x, [0, 1])
         assert y.shape == (2, 3, 256, 256) and 0 <= y.min() and y.max() <= 1
 
-    # BFRffusion: no official card → the small restorer; a registered official card whose files are
-    # nowhere → the small restorer too.
+    # BFRffusion: no official card → the small restorer; a registered official card → the official
+    # pipeline (whose missing files are then reported like any other method's).
     fallback = methods._bfrffusion_method()
     assert fallback.cards == ("rain128_diffusion",) and "small" in fallback.note
     cards.register_card(cards.ModelCard(
         name="bfrffusion", repo_id="rainface/test-missing", filename="model_index.json", revision="1" * 40,
         sha256="2" * 64, architecture="test", config=None, license="MIT"))
-    assert methods._bfrffusion_method().cards == ("rain128_diffusion",)
+    assert methods._bfrffusion_method().cards == ("bfrffusion",)
     y = fallback.build("cpu", 128)(x, [3, 4])
     assert y.shape == (2, 3, 128, 128)
     torch.testing.assert_close(fallback.build("cpu", 128)(x[1:], [4])[0], y[1], rtol=0, atol=1e-4)
