@@ -143,11 +143,11 @@ _register_trained(
 _register_trained(
     "rain128_hifacegan", "generator", "f9b029ce697a910b778f2525c81b436cfad131f529eb8d850b52ecead12e2ede",
     "HiFaceGAN LIPSPADEGenerator, 128 px, trained here on heavy-rain UTKFace (issue 5 baseline)")
-# The heavy-rain and diffusion baselines are not published: their first CPU training runs failed (see the
-# README's rain results); their hashes are filled in when a run succeeds.
 _register_trained(
-    "rain128_heavy_rain", "generator", "0" * 64,
+    "rain128_heavy_rain", "generator", "7e0c16f28de867b76ab17eb09099638e19c7e0f9cc90d4504233bb13b7aa195b",
     "Heavy-rain removal DecompModel (Li, Tan & Cheong 2019), 128 px, trained here on heavy-rain UTKFace")
+# Not published: the diffusion restorer's first CPU training run failed (see its config); the hash is
+# filled in when a run succeeds.
 _register_trained(
     "rain128_diffusion", "generator", "0" * 64,
     "Small pixel-space diffusion restorer of BFRffusion's design (diffusers UNet + MFEM + TTPM), "

@@ -11,7 +11,7 @@ from models.degradations import create_degradation
 from models.hub import load_model, resolve_weights
 from models.rain_restoration import CARDS, RainFaceRestorer
 
-TRAINED = sorted({c for pair in CARDS.values() for c in pair} | {"rain128_hifacegan"})
+TRAINED = sorted({c for pair in CARDS.values() for c in pair} | {"rain128_hifacegan", "rain128_heavy_rain"})
 
 
 @pytest.mark.parametrize("name", TRAINED)

@@ -121,6 +121,13 @@ class HeavyRainTask(Task):
     def __init__(self, cfg: dict[str, Any], device: torch.device, frozen: dict[str, nn.Module]) -> None:
         self.device = device
         net = build_network(dict(cfg["networks"]["generator"])).to(device)
+        bias = cfg.get("output_bias_init")
+        if bias is not None:
+            # T and the refined image leave the network through ReLUs: a positive start keeps them out of the
+            # dead zone, where the first run collapsed (T = 0, no green channel).
+            with torch.no_grad():
+                net.fognet.transnet.outc.conv.bias.fill_(float(bias))
+                net.ref.outc.conv.bias.fill_(float(bias))
         self.nets = {"generator": net}
         self.optimizers = {"generator": _adam(_select_trainable(net, cfg.get("train")), cfg["optim"]["generator"])}
         self.weights = cfg["losses"]
