@@ -24,7 +24,7 @@ from models.degradations import create_degradation
 from models.degradations.kernels import gaussian_blur
 from models.registry import build_network
 from models.training import losses
-from models.training.tasks import Task, _adam, _select_trainable, to_signed
+from models.training.tasks import Task, _adam, _select_trainable, build_gan, discriminator_step, to_signed
 
 
 def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, params: list[nn.Parameter] | None = None,
@@ -41,13 +41,7 @@ class HiFaceGANTask(Task):
 
     def __init__(self, cfg: dict[str, Any], device: torch.device, frozen: dict[str, nn.Module]) -> None:
         self.device = device
-        gen = build_network(dict(cfg["networks"]["generator"])).to(device)
-        disc = build_network(dict(cfg["networks"]["discriminator"])).to(device)
-        self.nets = {"generator": gen, "discriminator": disc}
-        self.optimizers = {
-            "generator": _adam(_select_trainable(gen, cfg.get("train")), cfg["optim"]["generator"]),
-            "discriminator": _adam(list(disc.parameters()), cfg["optim"]["discriminator"]),
-        }
+        self.nets, self.optimizers = build_gan(cfg, device)
         self.weights = cfg["losses"]
         self.ema_nets, self.export = ("generator",), "generator"
 
@@ -55,12 +49,7 @@ class HiFaceGANTask(Task):
         lq, clean = to_signed(batch["lq"].to(self.device)), to_signed(batch["clean"].to(self.device))
         fake = self.nets["generator"](lq)
         disc, w = self.nets["discriminator"], self.weights
-
-        real_feats = disc(clean)
-        loss_d = losses.hinge_d(real_feats, disc(fake.detach()))
-        _step(self.optimizers["discriminator"], loss_d)
-
-        real_feats = [[f.detach() for f in scale] for scale in real_feats]
+        loss_d, real_feats = discriminator_step(disc, self.optimizers["discriminator"], clean, fake)
         fake_feats = disc(fake)
         terms = {
             "pixel_l1": F.l1_loss(fake, clean),
@@ -69,7 +58,6 @@ class HiFaceGANTask(Task):
         }
         loss_g = (w["pixel"] * terms["pixel_l1"] + w["feature_match"] * terms["feature_match"]
                   + w["adversarial"] * terms["adversarial"])
-        # The discriminator's grads from this pass are discarded by its next zero_grad.
         _step(self.optimizers["generator"], loss_g)
         return {"d_hinge": loss_d.item(), **{k: v.item() for k, v in terms.items()}}
 

@@ -44,6 +44,32 @@ def _adam(params: list[nn.Parameter], opt: dict[str, Any]) -> torch.optim.Optimi
     return torch.optim.Adam(params, lr=float(opt.get("lr", 2e-4)), betas=tuple(opt.get("betas", (0.9, 0.999))))
 
 
+def build_gan(cfg: dict[str, Any], device: torch.device
+              ) -> tuple[dict[str, nn.Module], dict[str, torch.optim.Optimizer]]:
+    """``generator`` and ``discriminator`` from the config's networks, with an Adam each (the generator's
+    over its ``train`` prefixes only)."""
+    gen = build_network(dict(cfg["networks"]["generator"])).to(device)
+    disc = build_network(dict(cfg["networks"]["discriminator"])).to(device)
+    optimizers = {
+        "generator": _adam(_select_trainable(gen, cfg.get("train")), cfg["optim"]["generator"]),
+        "discriminator": _adam(list(disc.parameters()), cfg["optim"]["discriminator"]),
+    }
+    return {"generator": gen, "discriminator": disc}, optimizers
+
+
+def discriminator_step(disc: nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor, fake: torch.Tensor
+                       ) -> tuple[torch.Tensor, losses.Features]:
+    """One hinge step of the discriminator; returns its loss and its features of `real`, detached, for
+    the generator's feature-matching and style terms. (Its grads from the generator's pass that follows
+    are discarded by its next zero_grad.)"""
+    real_feats = disc(real)
+    loss_d = losses.hinge_d(real_feats, disc(fake.detach()))
+    opt.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt.step()
+    return loss_d, [[f.detach() for f in scale] for scale in real_feats]
+
+
 class Task:
     """Base: ``nets`` (saved), ``optimizers``, ``ema_nets`` (names kept with an EMA copy), ``export``."""
 
@@ -92,13 +118,7 @@ class StyleGANTask(Task):
     def __init__(self, cfg: dict[str, Any], device: torch.device, frozen: dict[str, nn.Module]) -> None:
         self.device = device
         self.parser = frozen["parser"]
-        gen = build_network(dict(cfg["networks"]["generator"])).to(device)
-        disc = build_network(dict(cfg["networks"]["discriminator"])).to(device)
-        self.nets = {"generator": gen, "discriminator": disc}
-        self.optimizers = {
-            "generator": _adam(_select_trainable(gen, cfg.get("train")), cfg["optim"]["generator"]),
-            "discriminator": _adam(list(disc.parameters()), cfg["optim"]["discriminator"]),
-        }
+        self.nets, self.optimizers = build_gan(cfg, device)
         self.weights = cfg["losses"]
         self.embedding = cfg.get("embedding")
         self.ema_nets, self.export = ("generator",), "generator"
@@ -116,15 +136,7 @@ class StyleGANTask(Task):
             parsing = predicted_parsing(self.parser, lq)
         fake = self._generate(lq, parsing, clean)
         disc, w = self.nets["discriminator"], self.weights
-
-        real_feats = disc(clean)
-        loss_d = losses.hinge_d(real_feats, disc(fake.detach()))
-        opt_d = self.optimizers["discriminator"]
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
-
-        real_feats = [[f.detach() for f in scale] for scale in real_feats]
+        loss_d, real_feats = discriminator_step(disc, self.optimizers["discriminator"], clean, fake)
         fake_feats = disc(fake)
         terms = {
             "pixel_l1": F.l1_loss(fake, clean),
@@ -138,7 +150,6 @@ class StyleGANTask(Task):
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
-        # The discriminator's grads from the generator pass are discarded by its next zero_grad.
         return {"d_hinge": loss_d.item(), **{k: v.item() for k, v in terms.items()}}
 
 
