@@ -22,11 +22,11 @@ import numpy as np  # noqa: E402
 
 from models.face.pipeline import FacePipeline, NoFaceError  # noqa: E402
 from models.image_io import ImageInputError, load_image, to_output  # noqa: E402
-from models.rain_baselines import RainBaselineRestorer  # noqa: E402
-from models.rain_restoration import RainFaceRestorer  # noqa: E402
+from models.face_restorer import AlignedFaceRestorer  # noqa: E402
+from models.rain_restoration import load_rain_model  # noqa: E402
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "docs" / "examples"
-ALIGN_SIZE = RainFaceRestorer.size
+ALIGN_SIZE = AlignedFaceRestorer.size
 RAIN_METHODS = {  # restorer name -> title; DAFE and PSFRGAN from models.rain_restoration, the rest baselines
     "dafe": "DAFE (ours)",
     "psfrgan": "PSFRGAN",
@@ -42,12 +42,12 @@ def face_pipeline() -> FacePipeline:
 
 
 @lru_cache(maxsize=None)
-def rain_restorer(variant: str) -> RainFaceRestorer | RainBaselineRestorer:
+def rain_restorer(variant: str) -> AlignedFaceRestorer:
     """Loaded once per process and shared by every request."""
-    return RainFaceRestorer(variant) if variant in ("dafe", "psfrgan") else RainBaselineRestorer(variant)
+    return load_rain_model(variant)
 
 
-def available_rain_methods() -> tuple[dict[str, RainFaceRestorer | RainBaselineRestorer], dict[str, str]]:
+def available_rain_methods() -> tuple[dict[str, AlignedFaceRestorer], dict[str, str]]:
     """The rain models that load, and for the others the reason they do not."""
     from models.hub import WeightsError
 

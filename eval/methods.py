@@ -80,25 +80,14 @@ def _plain_net(card: str, *, signed: bool = False, input_size: int | None = None
     return build
 
 
-def _rain_restorer(variant: str) -> Callable[[str, int], Restorer]:
-    """The project's trained ParseNet + PSFRGAN/DAFE generator (``models.rain_restoration``), at 128 px."""
+def _trained_restorer(name: str) -> Callable[[str, int], Restorer]:
+    """A rain model the project trained at 128 px: DAFE/PSFRGAN (``models.rain_restoration``) or a baseline
+    (``models.rain_baselines``); each image's seed reaches the stochastic ones."""
 
     def build(device: str, out_size: int) -> Restorer:
-        from models.rain_restoration import RainFaceRestorer
+        from models.rain_restoration import load_rain_model
 
-        restorer = RainFaceRestorer(variant, device=device)
-        return lambda x, seeds: _fit(restorer.restore_tensor(x), out_size, antialias=True).clamp(0, 1)
-
-    return build
-
-
-def _rain_baseline(method: str) -> Callable[[str, int], Restorer]:
-    """A baseline the project trained at 128 px (``models.rain_baselines``); seeds reach the diffusion model."""
-
-    def build(device: str, out_size: int) -> Restorer:
-        from models.rain_baselines import RainBaselineRestorer
-
-        restorer = RainBaselineRestorer(method, device=device)
+        restorer = load_rain_model(name, device)
         return lambda x, seeds: _fit(restorer.restore_tensor(x, seeds), out_size, antialias=True).clamp(0, 1)
 
     return build
@@ -150,7 +139,7 @@ def _bfrffusion_method() -> Method:
                       ("bfrffusion",), ("BFRffusion",),
                       "official BFRffusion (SD 2.1-base + MFEM + TTPM) diffusers pipeline, 50 DDIM steps at 512 px, "
                       "noise seeded per image")
-    return Method("bfrffusion", "BFRffusion", RAIN, _rain_baseline("diffusion"), ("rain128_diffusion",),
+    return Method("bfrffusion", "BFRffusion", RAIN, _trained_restorer("diffusion"), ("rain128_diffusion",),
                   ("BFRffusion",),
                   "official BFRffusion weights unavailable (no 'bfrffusion' card registered): ran our small 128 px "
                   "pixel-space restorer of its design (diffusers UNet + MFEM + TTPM), 10 DDIM steps, noise seeded "
@@ -164,16 +153,16 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("bicubic", "Bicubic", ("rain", "sr4", "sr8"), _bicubic, published=("Bicubic",),
            note="bicubic upsampling of the input (antialiased path, a=-0.5, as PIL/Matlab); "
                 "equals identity when the input has the output's size (rain)"),
-    Method("rain_removal", "Heavy rain removal", RAIN, _rain_baseline("rain_removal"), ("rain128_heavy_rain",),
+    Method("rain_removal", "Heavy rain removal", RAIN, _trained_restorer("rain_removal"), ("rain128_heavy_rain",),
            ("Heavy rain removal",), "our 128 px Li, Tan & Cheong (CVPR 2019) DecompModel, its refined `clean` "
                                     "output; configs/rain/heavy_rain.yaml"),
-    Method("hifacegan", "HiFaceGAN", RAIN, _rain_baseline("hifacegan"), ("rain128_hifacegan",), ("HiFaceGAN",),
+    Method("hifacegan", "HiFaceGAN", RAIN, _trained_restorer("hifacegan"), ("rain128_hifacegan",), ("HiFaceGAN",),
            "our 128 px HiFaceGAN LIPSPADEGenerator, one image at a time (batch-statistics BatchNorm, as the "
            "official test); configs/rain/hifacegan.yaml"),
-    Method("psfrgan", "PSFRGAN", RAIN, _rain_restorer("psfrgan"), ("rain128_psfrgan", "rain128_parsenet"),
+    Method("psfrgan", "PSFRGAN", RAIN, _trained_restorer("psfrgan"), ("rain128_psfrgan", "rain128_parsenet"),
            ("PSFRGAN",), "our 128 px PSFRGAN (the DAFE ablation: same data and optimiser steps, no DAFE) "
                          "+ our ParseNet; configs/rain/psfrgan.yaml"),
-    Method("dafe", "DAFE (proposed)", RAIN, _rain_restorer("dafe"), ("rain128_dafe", "rain128_parsenet"),
+    Method("dafe", "DAFE (proposed)", RAIN, _trained_restorer("dafe"), ("rain128_dafe", "rain128_parsenet"),
            ("DAFE (proposed)",), "our 128 px DAFE generator, LQ embedding at inference, + our ParseNet; "
                                  "configs/rain/dafe*.yaml"),
     _bfrffusion_method(),

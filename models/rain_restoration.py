@@ -7,12 +7,13 @@ rainy face, as PSFRGAN's test script does. Weights resolve through ``models.hub`
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
+from models.archs.parsenet_arch import parsing_one_hot
+from models.face_restorer import AlignedFaceRestorer
 from models.hub import load_model
 
 Variant = Literal["dafe", "psfrgan"]
@@ -22,10 +23,9 @@ CARDS: dict[str, tuple[str, str]] = {  # variant -> (generator card, parser card
 }
 
 
-class RainFaceRestorer:
-    """Aligned rainy faces → restored faces, at the models' training size (``size``, 128 px)."""
-
-    size = 128
+class RainFaceRestorer(AlignedFaceRestorer):
+    """Aligned rainy faces → restored faces, at the models' training size (``size``, 128 px); seeds
+    are accepted and unused (the models are deterministic)."""
 
     def __init__(self, variant: Variant = "dafe", device: str | torch.device = "cpu") -> None:
         if variant not in CARDS:
@@ -36,26 +36,16 @@ class RainFaceRestorer:
         self.generator = load_model(generator_card, device=self.device)
         self.parser = load_model(parser_card, device=self.device)
 
-    @torch.no_grad()
-    def restore_tensor(self, x: torch.Tensor) -> torch.Tensor:
-        """B×3×H×W in [0,1] → B×3×H×W in [0,1]; faces other than 128 px are resized there and back."""
-        size = x.shape[-2:]
-        lq = x.to(self.device, torch.float32)
-        if tuple(size) != (self.size, self.size):
-            lq = F.interpolate(lq, size=(self.size, self.size), mode="bicubic", align_corners=False, antialias=True)
-        lq = lq.clamp(0, 1) * 2 - 1
-        logits = self.parser(lq)[0]
-        parsing = F.one_hot(logits.argmax(dim=1), logits.shape[1]).permute(0, 3, 1, 2).float()
-        y = ((self.generator(lq, parsing) + 1) / 2).clamp(0, 1)
-        if tuple(size) != (self.size, self.size):
-            y = F.interpolate(y, size=tuple(size), mode="bicubic", align_corners=False).clamp(0, 1)
-        return y
+    def _run(self, lq: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
+        lq = lq * 2 - 1
+        return (self.generator(lq, parsing_one_hot(self.parser, lq)) + 1) / 2
 
-    def __call__(self, faces: np.ndarray) -> np.ndarray:
-        """N×S×S×3 uint8 aligned faces → restored N×S×S×3 uint8 (a ``FacePipeline`` restore function)."""
-        x = torch.from_numpy(np.ascontiguousarray(faces)).permute(0, 3, 1, 2).float() / 255.0
-        y = self.restore_tensor(x)
-        return (y.permute(0, 2, 3, 1).cpu().numpy() * 255.0).round().astype(np.uint8)
+
+def load_rain_model(name: str, device: str | torch.device = "cpu") -> AlignedFaceRestorer:
+    """Any trained rain model by name: "dafe", "psfrgan", or a baseline of ``models.rain_baselines``."""
+    from models.rain_baselines import RainBaselineRestorer
+
+    return RainFaceRestorer(name, device) if name in CARDS else RainBaselineRestorer(name, device)
 
 
 def restore_photo(image, variant: Variant = "dafe", pipeline=None):

@@ -149,3 +149,9 @@ class ParseNet(nn.Module):
         feat = self.encoder(x)
         feat = self.decoder(feat + self.body(feat))
         return self.out_mask_conv(feat), self.out_img_conv(feat)
+
+
+def parsing_one_hot(parser: nn.Module, face: torch.Tensor) -> torch.Tensor:
+    """The parser's argmax on `face` (in [-1,1]) as one-hot maps, how PSFRGAN conditions its generator."""
+    logits = parser(face)[0]
+    return torch.nn.functional.one_hot(logits.argmax(dim=1), logits.shape[1]).permute(0, 3, 1, 2).float()

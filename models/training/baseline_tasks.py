@@ -23,17 +23,8 @@ import torch.nn.functional as F
 from models.degradations import create_degradation
 from models.degradations.kernels import gaussian_blur
 from models.registry import build_network
-from models.training import losses
-from models.training.tasks import Task, _adam, _select_trainable, build_gan, discriminator_step, to_signed
-
-
-def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, params: list[nn.Parameter] | None = None,
-          clip: float | None = None) -> None:
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if clip:
-        torch.nn.utils.clip_grad_norm_(params, clip)
-    opt.step()
+from models.training.tasks import (Task, _adam, _select_trainable, build_gan, discriminator_step,
+                                   gan_generator_terms, optimizer_step, to_signed, weighted_sum)
 
 
 class HiFaceGANTask(Task):
@@ -43,7 +34,6 @@ class HiFaceGANTask(Task):
         self.device = device
         self.nets, self.optimizers = build_gan(cfg, device)
         self.weights = cfg["losses"]
-        self.ema_nets, self.export = ("generator",), "generator"
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         lq, clean = to_signed(batch["lq"].to(self.device)), to_signed(batch["clean"].to(self.device))
@@ -51,14 +41,8 @@ class HiFaceGANTask(Task):
         disc, w = self.nets["discriminator"], self.weights
         loss_d, real_feats = discriminator_step(disc, self.optimizers["discriminator"], clean, fake)
         fake_feats = disc(fake)
-        terms = {
-            "pixel_l1": F.l1_loss(fake, clean),
-            "feature_match": losses.feature_matching(real_feats, fake_feats),
-            "adversarial": losses.hinge_g(fake_feats),
-        }
-        loss_g = (w["pixel"] * terms["pixel_l1"] + w["feature_match"] * terms["feature_match"]
-                  + w["adversarial"] * terms["adversarial"])
-        _step(self.optimizers["generator"], loss_g)
+        terms = gan_generator_terms(fake, clean, real_feats, fake_feats)
+        optimizer_step(self.optimizers["generator"], weighted_sum(terms, w))
         return {"d_hinge": loss_d.item(), **{k: v.item() for k, v in terms.items()}}
 
 
@@ -120,7 +104,6 @@ class HeavyRainTask(Task):
         self.optimizers = {"generator": _adam(_select_trainable(net, cfg.get("train")), cfg["optim"]["generator"])}
         self.weights = cfg["losses"]
         self.targets = HeavyRainTargets(cfg["data"])
-        self.ema_nets, self.export = ("generator",), "generator"
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         lq, clean = batch["lq"].to(self.device), batch["clean"].to(self.device)
@@ -135,7 +118,7 @@ class HeavyRainTask(Task):
         }
         w = self.weights
         loss = sum(w[k.removesuffix("_l1")] * v for k, v in terms.items())
-        _step(self.optimizers["generator"], loss)
+        optimizer_step(self.optimizers["generator"], loss)
         return {k: v.item() for k, v in terms.items()}
 
 
@@ -153,13 +136,12 @@ class DiffusionRestorerTask(Task):
         self.params = _select_trainable(net, cfg.get("train"))
         self.optimizers = {"generator": _adam(self.params, cfg["optim"]["generator"])}
         self.clip = cfg["optim"]["generator"].get("clip_grad_norm")
-        self.ema_nets, self.export = ("generator",), "generator"
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         seeds = [(int(s) + _NOISE_SEED_OFFSET) % 2**63 for s in batch["seed"]]
         loss = self.nets["generator"].diffusion_loss(batch["clean"].to(self.device), batch["lq"].to(self.device),
                                                      seeds)
-        _step(self.optimizers["generator"], loss, self.params, self.clip)
+        optimizer_step(self.optimizers["generator"], loss, self.params, self.clip)
         return {"v_mse": loss.item()}
 
 

@@ -65,14 +65,10 @@ def load_exported(weights_dir: Path, name: str, device: torch.device) -> nn.Modu
     if not (folder / "model.safetensors").is_file():
         raise TrainingError(f"{folder}/model.safetensors is missing: train run {name!r} first")
     cfg = yaml.safe_load((folder / "config.yaml").read_text())
-    net = build_network(dict(cfg["networks"][cfg.get("export_net", _export_name(cfg))]))
+    net = build_network(dict(cfg["networks"][TASKS[cfg["task"]].export]))
     net.load_state_dict(load_file(folder / "model.safetensors"), strict=True)
     net.requires_grad_(False)
     return net.to(device).eval()
-
-
-def _export_name(cfg: dict[str, Any]) -> str:
-    return "parser" if cfg["task"] == "parsenet" else "generator"
 
 
 def _apply_init(task: Any, init: list[dict[str, Any]], runs_dir: Path) -> None:

@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.archs.parsenet_arch import parsing_one_hot
 from models.registry import build_network
 from models.training import losses
 
@@ -20,12 +21,6 @@ NUM_CLASSES = 19
 
 def to_signed(x: torch.Tensor) -> torch.Tensor:
     return x * 2 - 1
-
-
-def predicted_parsing(parser: nn.Module, lq_signed: torch.Tensor) -> torch.Tensor:
-    """ParseNet's argmax as one-hot maps (how PSFRGAN conditions its generator)."""
-    logits = parser(lq_signed)[0]
-    return F.one_hot(logits.argmax(dim=1), logits.shape[1]).permute(0, 3, 1, 2).float()
 
 
 def _select_trainable(net: nn.Module, prefixes: list[str] | None) -> list[nn.Parameter]:
@@ -42,6 +37,16 @@ def _select_trainable(net: nn.Module, prefixes: list[str] | None) -> list[nn.Par
 
 def _adam(params: list[nn.Parameter], opt: dict[str, Any]) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=float(opt.get("lr", 2e-4)), betas=tuple(opt.get("betas", (0.9, 0.999))))
+
+
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params: list[nn.Parameter] | None = None,
+                   clip: float | None = None) -> None:
+    """zero_grad, backward, optional grad-norm clip of `params`, step."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip:
+        torch.nn.utils.clip_grad_norm_(params, clip)
+    opt.step()
 
 
 def build_gan(cfg: dict[str, Any], device: torch.device
@@ -64,19 +69,37 @@ def discriminator_step(disc: nn.Module, opt: torch.optim.Optimizer, real: torch.
     are discarded by its next zero_grad.)"""
     real_feats = disc(real)
     loss_d = losses.hinge_d(real_feats, disc(fake.detach()))
-    opt.zero_grad(set_to_none=True)
-    loss_d.backward()
-    opt.step()
+    optimizer_step(opt, loss_d)
     return loss_d, [[f.detach() for f in scale] for scale in real_feats]
 
 
+# Loss term (as logged) -> its weight's key in the config's ``losses``.
+_WEIGHT_KEYS = {"pixel_l1": "pixel"}
+
+
+def gan_generator_terms(fake: torch.Tensor, clean: torch.Tensor, real_feats: losses.Features,
+                        fake_feats: losses.Features) -> dict[str, torch.Tensor]:
+    """The generator terms PSFRGAN and HiFaceGAN share: pixel L1, feature matching, hinge adversarial."""
+    return {
+        "pixel_l1": F.l1_loss(fake, clean),
+        "feature_match": losses.feature_matching(real_feats, fake_feats),
+        "adversarial": losses.hinge_g(fake_feats),
+    }
+
+
+def weighted_sum(terms: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
+    """Σ weight·term, in the terms' order, each weight looked up under its config key."""
+    return sum(weights[_WEIGHT_KEYS.get(k, k)] * v for k, v in terms.items())
+
+
 class Task:
-    """Base: ``nets`` (saved), ``optimizers``, ``ema_nets`` (names kept with an EMA copy), ``export``."""
+    """Base: ``nets`` (saved), ``optimizers``, ``ema_nets`` (names kept with an EMA copy) and ``export``
+    (the network a finished run publishes)."""
 
     nets: dict[str, nn.Module]
     optimizers: dict[str, torch.optim.Optimizer]
-    ema_nets: tuple[str, ...]
-    export: str
+    ema_nets: tuple[str, ...] = ("generator",)
+    export: str = "generator"
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         raise NotImplementedError
@@ -85,24 +108,21 @@ class Task:
 class ParseNetTask(Task):
     """ParseNet on degraded faces: cross-entropy to the pseudo-parsing masks + L1 of its image head."""
 
+    ema_nets, export = ("parser",), "parser"
+
     def __init__(self, cfg: dict[str, Any], device: torch.device, frozen: dict[str, nn.Module]) -> None:
         self.device = device
         self.nets = {"parser": build_network(dict(cfg["networks"]["parser"])).to(device)}
         self.optimizers = {"parser": _adam(_select_trainable(self.nets["parser"], cfg.get("train")),
                                            cfg["optim"]["parser"])}
         self.weights = cfg["losses"]
-        self.ema_nets, self.export = ("parser",), "parser"
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         lq, clean = to_signed(batch["lq"].to(self.device)), to_signed(batch["clean"].to(self.device))
         logits, image = self.nets["parser"](lq)
         ce = F.cross_entropy(logits, batch["parsing"].to(self.device))
         pix = F.l1_loss(image, clean)
-        loss = self.weights["parsing"] * ce + self.weights["pixel"] * pix
-        opt = self.optimizers["parser"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimizer_step(self.optimizers["parser"], self.weights["parsing"] * ce + self.weights["pixel"] * pix)
         return {"parsing_ce": ce.item(), "pixel_l1": pix.item()}
 
 
@@ -121,7 +141,6 @@ class StyleGANTask(Task):
         self.nets, self.optimizers = build_gan(cfg, device)
         self.weights = cfg["losses"]
         self.embedding = cfg.get("embedding")
-        self.ema_nets, self.export = ("generator",), "generator"
 
     def _generate(self, lq: torch.Tensor, parsing: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
         gen = self.nets["generator"]
@@ -133,23 +152,14 @@ class StyleGANTask(Task):
         lq, clean = to_signed(batch["lq"].to(self.device)), to_signed(batch["clean"].to(self.device))
         gt_parsing = batch["parsing"].to(self.device)
         with torch.no_grad():
-            parsing = predicted_parsing(self.parser, lq)
+            parsing = parsing_one_hot(self.parser, lq)
         fake = self._generate(lq, parsing, clean)
         disc, w = self.nets["discriminator"], self.weights
         loss_d, real_feats = discriminator_step(disc, self.optimizers["discriminator"], clean, fake)
         fake_feats = disc(fake)
-        terms = {
-            "pixel_l1": F.l1_loss(fake, clean),
-            "feature_match": losses.feature_matching(real_feats, fake_feats),
-            "adversarial": losses.hinge_g(fake_feats),
-            "semantic_style": losses.semantic_style(real_feats, fake_feats, gt_parsing, NUM_CLASSES),
-        }
-        loss_g = (w["pixel"] * terms["pixel_l1"] + w["feature_match"] * terms["feature_match"]
-                  + w["adversarial"] * terms["adversarial"] + w["semantic_style"] * terms["semantic_style"])
-        opt_g = self.optimizers["generator"]
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
+        terms = gan_generator_terms(fake, clean, real_feats, fake_feats)
+        terms["semantic_style"] = losses.semantic_style(real_feats, fake_feats, gt_parsing, NUM_CLASSES)
+        optimizer_step(self.optimizers["generator"], weighted_sum(terms, w))
         return {"d_hinge": loss_d.item(), **{k: v.item() for k, v in terms.items()}}
 
 
@@ -167,7 +177,6 @@ class DAFEAlignTask(Task):
         self.optimizers = {"generator": _adam(_select_trainable(gen, cfg.get("train", ["lq_encoder."])),
                                               cfg["optim"]["generator"])}
         self.lq_init = cfg.get("lq_init")
-        self.ema_nets, self.export = ("generator",), "generator"
 
     def on_fresh_start(self) -> None:
         if self.lq_init == "hq":
@@ -180,10 +189,7 @@ class DAFEAlignTask(Task):
         with torch.no_grad():
             target = gen.embed_hq(clean)
         loss = F.mse_loss(gen.embed(lq), target)
-        opt = self.optimizers["generator"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimizer_step(self.optimizers["generator"], loss)
         return {"embedding_mse": loss.item(), "target_power": target.pow(2).mean().item()}
 
 
