@@ -10,9 +10,10 @@ from eval.tasks import ALIGN_MODES, TASKS, EvalError
 
 EPILOG = """\
 tasks: rain (heavy rain at the run's size), sr4 (size/4 -> size, bicubic down), sr8 (size/8 -> size,
-blur+down+noise+JPEG), glasses (not available yet). Methods: identity, bicubic, and the models
-(rain_removal, hifacegan, psfrgan, dafe, bfrffusion, sr4_selfsup, sr8_teacher, sr8_student), which need
-their model cards and weights. Re-running with the same --out resumes a stopped run.
+blur+down+noise+JPEG), glasses (open-set glasses search and its refusal, eval/glasses.py: --limit is
+the number of queries, default 2000; --methods, if given, must be glass_finder). Methods: identity,
+bicubic, and the models (rain_removal, hifacegan, psfrgan, dafe, bfrffusion, sr4_selfsup, sr8_teacher,
+sr8_student), which need their model cards and weights. Re-running with the same --out resumes a stopped run.
 """
 
 
@@ -27,9 +28,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                                 "degraded faces and compare with the published tables.", epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", required=True, choices=[*TASKS, "glasses"])
-    p.add_argument("--methods", required=True, type=_csv, help="comma-separated, e.g. identity,bicubic")
+    p.add_argument("--methods", type=_csv, default=None,
+                   help="comma-separated, e.g. identity,bicubic (required except for --task glasses)")
     p.add_argument("--dataset", default="lfw",
-                   help="lfw (default, test split), utkface (validation split), a local folder or a Hub dataset id")
+                   help="lfw (default, test split), utkface (validation split), utkface-train (training split), "
+                        "a local folder or a Hub dataset id")
     p.add_argument("--align", default="auto", choices=ALIGN_MODES,
                    help="auto: annotated 5 points for lfw/utkface, detector for others; detect; "
                         "none: images are aligned faces already")
@@ -51,6 +54,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from eval.run import RunOptions, evaluate
 
     args = parse_args(argv)
+    if args.task == "glasses":
+        return _glasses(args)
+    if not args.methods:
+        print(f"error: --methods is required for task {args.task}", file=sys.stderr)
+        return 2
     opts = RunOptions(task=args.task, methods=args.methods, out=args.out, dataset=args.dataset, limit=args.limit,
                       device=args.device, batch_size=args.batch_size, seed=args.seed, metrics=args.metrics,
                       size=args.size, align=args.align, force_new=args.force_new, progress=not args.no_progress)
@@ -59,5 +67,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EvalError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    print(f"wrote {args.out / 'rows.jsonl'}, {args.out / 'summary.json'} and {args.out / 'summary.md'}")
+    return 0
+
+
+def _glasses(args: argparse.Namespace) -> int:
+    from eval.glasses import METHOD, GlassesOptions, evaluate_glasses
+
+    try:
+        if args.methods not in (None, [METHOD]):
+            raise EvalError(f"task glasses evaluates the glasses-search model only: use --methods {METHOD} "
+                            f"or leave --methods out (got {','.join(args.methods)})")
+        summary = evaluate_glasses(GlassesOptions(out=args.out, queries=args.limit or 2000, seed=args.seed,
+                                                  force_new=args.force_new, progress=not args.no_progress))
+    except EvalError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    ours = summary["ours"][METHOD]["metrics"]
+    print(", ".join(f"{k} {ours[k]['value']:.4f}" for k in ("top1", "top5", "top10", "query_refused",
+                                                          "no_glasses_refused", "non_face_refused")
+                    if "value" in ours[k]))
     print(f"wrote {args.out / 'rows.jsonl'}, {args.out / 'summary.json'} and {args.out / 'summary.md'}")
     return 0

@@ -28,7 +28,8 @@ def _tile(x, size: int) -> np.ndarray:
 
 
 def make_sheet(task_name: str, methods: Sequence[str], n: int, seed: int = 0, size: int = 128,
-               dataset: str = "lfw", device: str = "cpu") -> Image.Image:
+               dataset: str = "lfw", device: str = "cpu", tile: int | None = None) -> Image.Image:
+    """`tile`: side of each shown face (default `size`; larger zooms in with nearest-neighbour pixels)."""
     import torch
 
     from models.degradations import create_degradation
@@ -46,12 +47,13 @@ def make_sheet(task_name: str, methods: Sequence[str], n: int, seed: int = 0, si
         lq = create_degradation(task.degradation)(gt, seeds).clamp(0, 1)
         outputs = [restorers[m.name](lq, seeds) for m in chosen]
     columns = [("degraded", lq), *[(m.title, y) for m, y in zip(chosen, outputs)], ("ground truth", gt)]
-    sheet = Image.new("RGB", (size * len(columns), LABEL_H + size * len(files)), "white")
+    tile = tile or size
+    sheet = Image.new("RGB", (tile * len(columns), LABEL_H + tile * len(files)), "white")
     draw = ImageDraw.Draw(sheet)
     for c, (title, batch) in enumerate(columns):
-        draw.text((c * size + 4, 3), title, fill="black")
+        draw.text((c * tile + 4, 3), title, fill="black")
         for r in range(len(files)):
-            sheet.paste(Image.fromarray(_tile(batch[r], size)), (c * size, LABEL_H + r * size))
+            sheet.paste(Image.fromarray(_tile(batch[r], tile)), (c * tile, LABEL_H + r * tile))
     return sheet
 
 
@@ -62,13 +64,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=16, help="faces (rows)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=128)
+    p.add_argument("--tile", type=int, default=None, help="side of each shown face, px (default --size)")
     p.add_argument("--dataset", default="lfw")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", required=True, type=Path)
     args = p.parse_args(argv)
     try:
         sheet = make_sheet(args.task, [m for m in args.methods.split(",") if m], args.n, args.seed, args.size,
-                           args.dataset, args.device)
+                           args.dataset, args.device, args.tile)
     except EvalError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

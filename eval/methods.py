@@ -167,7 +167,10 @@ METHODS: dict[str, Method] = {m.name: m for m in [
                                  "configs/rain/dafe*.yaml"),
     _bfrffusion_method(),
     Method("sr4_selfsup", "Self-supervised x4 SR", ("sr4",), _plain_net("sr4_selfsup"), ("sr4_selfsup",),
-           ("Self-supervised (ours)",), "LR input -> x4 output"),
+           ("Self-supervised (ours)",), "our StarGAN v2-style x4 generator, paper loss (L1 + 1/2 LSGAN + "
+                                        "discriminator-feature perceptual) after the L1 warm start; configs/sr/"),
+    Method("sr4_l1", "Self-supervised x4 SR, L1 only", ("sr4",), _plain_net("sr4_l1"), ("sr4_l1",),
+           note="the same generator after its L1-only warm start (configs/sr/sr4_l1.yaml)"),
     Method("sr8_teacher", "KD x8 SR teacher", ("sr8",), _plain_net("sr8_teacher"), ("sr8_teacher",),
            ("Teacher",), "LR input -> x8 output"),
     Method("sr8_student", "KD x8 SR student (MSKD)", ("sr8",), _plain_net("sr8_student"), ("sr8_student",),

@@ -6,6 +6,8 @@
     <out>/features/      per-batch .npz of FID features (only when FID is available)
     <out>/summary.json   means per method and metric (ours) beside the published tables (theirs)
     <out>/summary.md     the same for people
+    <out>/.lock          held (flock) by the run writing the folder; the kernel releases it when that process
+                         ends, even by SIGKILL, so a second run on the same folder is refused, never interleaved
 
 A killed run leaves at worst a torn last line in rows.jsonl; ``RowStore.load`` cuts it off, so the
 resumed run redoes exactly the missing pairs. The summary is a function of the config and the rows
@@ -18,8 +20,9 @@ import json
 import math
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -43,8 +46,27 @@ OURS_NOTE = ("'ours' numbers were measured by this run on the dataset below; 'pu
 
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())  # the new name never points at unwritten data, even after a power loss
     os.replace(tmp, path)
+
+
+@contextmanager
+def lock_run_folder(out: Path) -> Iterator[None]:
+    """Hold `out`/.lock (flock) for the block; EvalError when another process holds it. The kernel releases
+    the lock of a process that dies, so a killed run never leaves its folder locked."""
+    import fcntl
+
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise EvalError(f"{out} is being written by another run right now; wait for it to finish (a stopped "
+                            "run resumes where it stopped), or use another --out") from None
+        yield
 
 
 def json_safe(value: Any) -> Any:
@@ -103,7 +125,11 @@ def check_config(out: Path, config: dict, force_new: bool) -> None:
             (out / name).unlink(missing_ok=True)
         shutil.rmtree(out / "features", ignore_errors=True)
     if path.exists():
-        stored = json.loads(path.read_text())
+        try:
+            stored = json.loads(path.read_text())
+        except ValueError:
+            raise EvalError(f"{path} is not valid JSON, so the run in {out} cannot be checked or resumed; delete "
+                            "that folder, use another --out, or start over with --force-new") from None
         if stored != json_safe(config):
             keys = sorted(k for k in {*stored, *config} if stored.get(k) != json_safe(config).get(k))
             raise EvalError(

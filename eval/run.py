@@ -11,12 +11,14 @@ import hashlib
 import platform
 import subprocess
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from eval.methods import Method, build_restorers, resolve_methods
-from eval.results import REPO_ROOT, FeatureStore, RowStore, check_config, load_published, summarize, write_summary
+from eval.results import (REPO_ROOT, FeatureStore, RowStore, check_config, load_published, lock_run_folder, summarize,
+                          write_summary)
 from eval.tasks import SEED_RULE, EvalError, FaceSet, degradation_record, get_task, image_seed, open_faceset
 
 DEFAULT_METRICS = ("psnr", "ssim", "lpips_alex", "fid")
@@ -199,7 +201,13 @@ class _Batch:
 
 
 def evaluate(opts: RunOptions) -> dict:
-    """Run (or resume) one evaluation and write its rows and summary; returns the summary."""
+    """Run (or resume) one evaluation and write its rows and summary; returns the summary. One process at a
+    time per run folder: a second run on it is refused while the first holds its lock."""
+    with ExitStack() as held:
+        return _evaluate(opts, held)
+
+
+def _evaluate(opts: RunOptions, held: ExitStack) -> dict:
     from tqdm import tqdm
 
     from models.degradations import create_degradation
@@ -221,6 +229,7 @@ def evaluate(opts: RunOptions) -> dict:
         "metrics": {n: {"spec": i["spec"], "available": i["available"]} for n, i in info.items()},
     }
     out = Path(opts.out)
+    held.enter_context(lock_run_folder(out))  # only now, so a run refused above leaves no folder behind
     check_config(out, config, opts.force_new)
     restorers = build_restorers(methods, device, opts.size)
 

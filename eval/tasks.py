@@ -53,15 +53,10 @@ TASKS: dict[str, Task] = {
     ),
 }
 
-GLASSES_MESSAGE = (
-    "task 'glasses' cannot run yet: the glasses-search model (Glass Finder) does not exist in this "
-    "project yet (it is a separate issue); there is nothing to evaluate. Use --task rain, sr4 or sr8."
-)
-
-
 def get_task(name: str) -> Task:
     if name == "glasses":
-        raise EvalError(GLASSES_MESSAGE)
+        raise EvalError("task 'glasses' is not a restoration task: it is evaluated by eval.glasses "
+                        "(python -m eval --task glasses --out DIR)")
     try:
         return TASKS[name]
     except KeyError:
@@ -101,11 +96,13 @@ class FaceSet:
 
 
 ALIGN_MODES = ("auto", "detect", "none")
-BUILTIN_SETS = {"lfw": "test", "utkface": "validation"}
+# name -> (data set, split); utkface-train is for the self-supervised SR's "training data" table.
+BUILTIN_SETS = {"lfw": ("lfw", "test"), "utkface": ("utkface", "validation"), "utkface-train": ("utkface", "train")}
 
 
 def open_faceset(dataset: str, size: int, limit: int | None = None, align: str = "auto") -> FaceSet:
-    """The first `limit` faces of `dataset`: "lfw" (test split) or "utkface" (validation split) aligned
+    """The first `limit` faces of `dataset`: "lfw" (test split), "utkface" (validation split) or
+    "utkface-train" (training split) aligned
     by their annotated 5 points; else a local folder or Hub dataset id, aligned by the detector
     (``align="detect"``, the default for them) or resized as is (``align="none"``: already aligned)."""
     if align not in ALIGN_MODES:
@@ -122,15 +119,15 @@ def open_faceset(dataset: str, size: int, limit: int | None = None, align: str =
 def _annotated_set(name: str, size: int, limit: int | None, detect: bool) -> FaceSet:
     from models.data.faces import load_faces
 
-    split = BUILTIN_SETS[name]
+    source, split = BUILTIN_SETS[name]
     try:
-        ds = load_faces(name, split, landmarks=False)
+        ds = load_faces(source, split, landmarks=False)
     except FileNotFoundError as e:
         raise EvalError(f"dataset {name!r}: {e}") from None
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
     points = np.asarray(ds.with_format("numpy")["five_points"], np.float64)
-    description = {"name": name, "split": split, "source": "models.data.faces.load_faces",
+    description = {"name": source, "split": split, "source": "models.data.faces.load_faces",
                    "alignment": _alignment_text(detect, "annotated 5 points")}
     if detect:
         return FaceSet(list(ds["file"]), size, description, _detecting_loader(ds, size))

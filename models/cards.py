@@ -152,3 +152,13 @@ _register_trained(
     "rain128_diffusion", "generator", "0" * 64,
     "Small pixel-space diffusion restorer of BFRffusion's design (diffusers UNet + MFEM + TTPM), "
     "128 px, trained here on heavy-rain UTKFace")
+_register_trained(
+    "sr4_l1", "generator", "ae02b77492e42bd626049684b88385650d99063a1b0c20ae6c78608ca1812a13",
+    "Self-supervised x4 face SR generator (StarGAN v2-style), L1 only: the warm start of sr4_selfsup, trained here")
+_register_trained(
+    "glasses_embedding", "embedder", "f9b7b146520edb366ab6e7591ee098e302127305ed320727742b42daa8ced277",
+    "Glass Finder embedding: small CNN on the 48x128 eye band (128-d; presence, eye and attribute heads), "
+    "CosFace over 2,475 training products' try-ons on UTKFace, trained here")
+_register_trained(
+    "sr4_selfsup", "generator", "4e7fb6743da30c7afb5075dfa19907bcbde1e378ac8683ae92f4128d7e5e0e53",
+    "Self-supervised x4 face SR generator (StarGAN v2-style), L1 + 1/2 LSGAN + perceptual, trained here")

@@ -163,7 +163,13 @@ def resolve_weights(card_or_name: ModelCard | str, *, cache_dir: str | os.PathLi
     downloaded = path is None
     if path is None:
         path = _download(card, _hub_cache_dir(cache_dir), candidates)
-    digest = _cached_sha256(path)
+    try:
+        digest = _cached_sha256(path)
+    except OSError as e:  # unreadable (permissions), a dangling link, removed while hashing, an I/O error
+        raise WeightsError(
+            f"weights for {card.describe()} at {path} cannot be read: {type(e).__name__}: {e}. "
+            "To fix: check the file's permissions and the disk, or remove it so it is looked up again."
+        ) from e
     if digest != card.sha256:
         real = path.resolve()
         todo = (

@@ -12,7 +12,7 @@ EXAMPLE = Path(app.EXAMPLES_DIR) / "Adam_Sandler_0001.jpg"
 
 def test_demo_builds_with_stable_api_name():
     demo = app.build_demo()
-    assert "rain_faces" in {fn.api_name for fn in demo.fns.values()}
+    assert {"rain_faces", "super_resolve"} <= {fn.api_name for fn in demo.fns.values()}
 
 
 def _face_psnr(a: np.ndarray, b: np.ndarray, box) -> float:
@@ -82,3 +82,65 @@ def test_clear_messages_for_bad_input(tmp_path):
         app.run_rain_tab(str(flat), False, 0, 0.5)
     with pytest.raises(gr.Error, match="upload a photo"):
         app.run_rain_tab(None, False, 0, 0.5)
+
+
+def test_sr_tab_upscales_the_example_by_four():
+    from models.cards import get_card
+
+    try:
+        get_card(app.SR_MODELS["x4"][0])
+    except KeyError:
+        pytest.skip("no x4 SR model is trained in this checkout")
+    example = sorted((app.SR_EXAMPLES_DIR).glob("*.png"))[0]
+    (bicubic, ours), download, crops, note = app.run_sr_tab(str(example), "x4")
+    assert bicubic.shape == ours.shape == download.shape == (256, 256, 3)
+    assert len(crops) == 2 and crops[1][0].shape[0] == 4 * crops[0][0].shape[0]
+    assert "1 face(s) up-scaled" in note
+    assert np.abs(ours.astype(np.int16) - bicubic).mean() > 0.1
+
+
+def test_sr_tab_says_when_the_x8_model_is_missing():
+    from models.cards import get_card
+
+    try:
+        get_card("sr8_student")
+        pytest.skip("the x8 student is published in this checkout")
+    except KeyError:
+        pass
+    example = sorted((app.SR_EXAMPLES_DIR).glob("*.png"))[0]
+    with pytest.raises(app.gr.Error, match="not published yet"):
+        app.run_sr_tab(str(example), "x8")
+
+
+def _glasses_or_skip():
+    from models.cards import get_card
+
+    try:
+        get_card("glasses_embedding")
+    except KeyError:
+        pytest.skip("the glasses embedding is not trained in this checkout")
+
+
+def test_glasses_tab_finds_the_worn_product_among_its_top_results():
+    _glasses_or_skip()
+    examples = sorted(app.GLASSES_EXAMPLES_DIR.glob("*.jpg"))
+    hits = 0
+    for example in examples:  # each example wears the product whose id ends its file name
+        products, tryons, note = app.run_glasses_tab(str(example), 10)
+        assert len(products) == len(tryons) == 10 and "Top 10 of 3,200" in note
+        assert all(t[0].shape == np.asarray(Image.open(example)).shape for t in tryons)
+        hits += any(example.stem.split("_")[-1] in caption for _, caption in products)
+    assert hits >= len(examples) - 1
+
+
+@pytest.mark.parametrize("kind", ["no_face", "no_glasses"])
+def test_glasses_tab_refuses_photos_without_glasses(tmp_path, kind):
+    _glasses_or_skip()
+    from models.glasses.search import REFUSAL_MESSAGE
+
+    photo = EXAMPLE
+    if kind == "no_face":
+        photo = tmp_path / "flat.png"
+        Image.new("RGB", (200, 160), (120, 130, 140)).save(photo)
+    products, tryons, note = app.run_glasses_tab(str(photo), 5)
+    assert products == [] and tryons == [] and REFUSAL_MESSAGE in note

@@ -21,7 +21,7 @@ from models.degradations.resize import downscale_bicubic
 LFW = Path(os.environ.get("RAINFACE_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data") / "lfw"
 
 # Small images keep the file fast; heavy rain renders its streaks at reference_size, so lower it too.
-FAST = {"heavy_rain": {"reference_size": 64}, "kd_x8": {}, "kd_x4": {}, "bicubic_x4": {}}
+FAST = {"heavy_rain": {"reference_size": 64}, "kd_x8": {}, "kd_x4": {}, "bicubic_x4": {}, "selfsup_sr_x4": {}}
 
 
 def make(name: str, **kw) -> object:
@@ -61,7 +61,7 @@ def test_same_seed_bit_identical_and_shape(name: str, batch: torch.Tensor) -> No
     a = deg(batch, [5, 6, 7, 8])
     b = deg(batch.clone(), [5, 6, 7, 8])
     assert torch.equal(a, b)
-    r = {"heavy_rain": 1, "kd_x8": 8, "kd_x4": 4, "bicubic_x4": 4}[name]
+    r = {"heavy_rain": 1, "kd_x8": 8, "kd_x4": 4, "bicubic_x4": 4, "selfsup_sr_x4": 4}[name]
     assert deg.scale == r
     assert a.shape == (4, 3, 64 // r, 64 // r)
     assert a.dtype == batch.dtype

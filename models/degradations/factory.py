@@ -7,12 +7,14 @@ from .base import Choice, Degradation
 from .blur_down_noise_jpeg import BlurDownNoiseJpeg
 from .heavy_rain import HeavyRain
 from .resize import BicubicDown
+from .selfsup_sr import SelfSupSRInput
 
 _BUILDERS: dict[str, Callable[..., Degradation]] = {
     "heavy_rain": HeavyRain,
     "kd_x8": lambda **kw: BlurDownNoiseJpeg(factor=8, **kw),
     "kd_x4": lambda **kw: BlurDownNoiseJpeg(factor=4, **kw),
     "bicubic_x4": lambda **kw: BicubicDown(factor=4, **kw),
+    "selfsup_sr_x4": lambda **kw: SelfSupSRInput(factor=4, **kw),
 }
 
 DEGRADATIONS: tuple[str, ...] = tuple(_BUILDERS)
@@ -36,6 +38,9 @@ _DESCRIPTIONS: dict[str, str] = {
     "kernel_angle": "motion-blur angle, degrees",
     "noise_sigma": "Gaussian noise std on the LR image, 0-255 scale",
     "jpeg_quality": "JPEG quality (IJG table scaling), integer",
+    # selfsup_sr_x4 (noise_sigma and jpeg_quality as above, on the LR image)
+    "corruption": "0 = none (the task rotates input and GT), 1 = noise, 2 = blur, 3 = JPEG; choices",
+    "lr_blur_sigma": "Gaussian blur std of the LR image, LR px",
 }
 
 

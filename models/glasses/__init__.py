@@ -1,1 +1,2 @@
-"""Eyeglasses: a synthetic product catalogue and a virtual try-on renderer (issue 7, glasses search)."""
+"""Eyeglasses: a synthetic catalogue, a virtual try-on renderer, and glasses search (Glass Finder):
+eye-band crops, a metric-learning embedding, faiss indexes, registration, refusal (models.glasses.search)."""

@@ -1,6 +1,11 @@
-"""Contact sheet of catalogue products: thumbnail plus try-ons on UTKFace and LFW faces.
+"""Contact sheets: catalogue products (thumbnail plus try-ons), or search queries with their top-5 results.
 
     ./dev python -m models.glasses.contact_sheet --out outputs/glasses_sheet.jpg
+    ./dev python -m models.glasses.contact_sheet --queries 8          # -> docs/glasses_search_sheet.jpg
+
+With --queries N, each row is one evaluation-style query (a test product drawn on an LFW face, augmented;
+see eval/glasses.py): the photo, the band the network saw, the true product's thumbnail, then the top-5
+results of `GlassesSearch` with their cosine scores; the true product is framed in green where it appears.
 
 Each row is one test product (different shapes, alternately optical and sun, so the sheet shows the
 range of the catalogue): its shop thumbnail, try-ons on three UTKFace validation faces and one LFW face
@@ -88,14 +93,73 @@ def build_sheet(rows: int = 8, seed: int = 0, five_points: bool = False) -> tupl
     return np.concatenate(lines, 0), times
 
 
+def _framed(cell: np.ndarray, colour: tuple[int, int, int] | None) -> np.ndarray:
+    if colour is not None:
+        cell = cell.copy()
+        cv2.rectangle(cell, (1, 1), (cell.shape[1] - 2, cell.shape[0] - 2), colour, 4)
+    return cell
+
+
+def build_search_sheet(queries: int = 8, seed: int = 2024) -> tuple[np.ndarray, list[int | None]]:
+    """The search sheet as an RGB array, and the rank of each query's true product (None: refused)."""
+    from eval.glasses import GlassesOptions, _Photos, plan
+    from models.glasses.search import GlassesRefusal, GlassesSearch
+
+    search = GlassesSearch.from_pretrained()
+    items = [it for it in plan(GlassesOptions(out=None, queries=queries, no_glasses=0, non_faces=0, seed=seed))
+             if it["kind"] == "query"]
+    photos = _Photos()
+    lines, ranks = [], []
+    for item in items:
+        photo, product = photos(item)
+        side = min(photo.shape[:2])
+        square = cv2.resize(photo[(photo.shape[0] - side) // 2:][:side, (photo.shape[1] - side) // 2:][:, :side],
+                            (CELL, CELL), interpolation=cv2.INTER_AREA)
+        cells = [_label(square, f"query {item['key'][:24]}")]
+        try:
+            response = search(photo, 5)
+        except GlassesRefusal as e:
+            cells.append(_label(np.full((CELL, CELL, 3), 235, np.uint8), f"refused: {e.reason}"))
+            cells.append(_label(_framed(render_thumbnail(product, CELL), (40, 170, 60)), f"true: {product.name}"))
+            cells += [_label(np.full((CELL, CELL, 3), 255, np.uint8), "") for _ in range(5)]
+            ranks.append(None)
+            lines.append(np.concatenate(cells, 1))
+            continue
+        band = cv2.resize(response.face.band, (CELL, CELL * 48 // 128), interpolation=cv2.INTER_CUBIC)
+        pad = np.full((CELL, CELL, 3), 255, np.uint8)
+        top = (CELL - band.shape[0]) // 2
+        pad[top:top + band.shape[0]] = band
+        rank = int(1 + np.sum(search.embeddings @ response.face.embedding
+                              > search.embeddings[search.position[product.id]] @ response.face.embedding))
+        ranks.append(rank)
+        cells.append(_label(pad, f"band; presence {response.face.presence:.2f}; true rank {rank}"))
+        cells.append(_label(_framed(render_thumbnail(product, CELL), (40, 170, 60)), f"true: {product.name}"))
+        for r in response.results:
+            hit = r.product_id == product.id
+            cells.append(_label(_framed(r.thumbnail(CELL), (40, 170, 60) if hit else None),
+                                f"{r.rank}. {r.score:.3f} {r.name}"))
+        lines.append(np.concatenate(cells, 1))
+    return np.concatenate(lines, 0), ranks
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=Path("outputs/glasses_sheet.jpg"))
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default outputs/glasses_sheet.jpg, or docs/glasses_search_sheet.jpg with --queries")
     ap.add_argument("--rows", type=int, default=8, help="products (rows) on the sheet")
     ap.add_argument("--seed", type=int, default=0, help="picks products, faces and render seeds")
     ap.add_argument("--five-points", action="store_true", help="place glasses from the 5 points only")
+    ap.add_argument("--queries", type=int, default=None, help="a search sheet of this many queries instead")
     args = ap.parse_args(argv)
     cv2.setNumThreads(1)
+    if args.queries:
+        out = args.out or Path("docs/glasses_search_sheet.jpg")
+        sheet, ranks = build_search_sheet(args.queries)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(sheet).save(out, quality=90)
+        print(f"wrote {out} ({sheet.shape[1]}x{sheet.shape[0]}); true-product ranks {ranks}")
+        return 0
+    args.out = args.out or Path("outputs/glasses_sheet.jpg")
     sheet, times = build_sheet(args.rows, args.seed, args.five_points)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(sheet).save(args.out, quality=92)

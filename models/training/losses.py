@@ -56,3 +56,14 @@ def semantic_style(real: Features, fake: Features, parsing: torch.Tensor, num_cl
             total = total + F.l1_loss(region_gram(f, masks), region_gram(r.detach(), masks))
             count += 1
     return total / count
+
+
+def lsgan_d(real: Features, fake: Features) -> torch.Tensor:
+    """LSGAN discriminator loss ½(D(real) − 1)² + ½D(fake)², averaged over scales."""
+    loss = sum(0.5 * (r[-1] - 1).pow(2).mean() + 0.5 * f[-1].pow(2).mean() for r, f in zip(real, fake))
+    return loss / len(real)
+
+
+def lsgan_g(fake: Features) -> torch.Tensor:
+    """LSGAN generator loss (D(fake) − 1)², averaged over scales (the config's weight holds the paper's ½)."""
+    return sum((f[-1] - 1).pow(2).mean() for f in fake) / len(fake)

@@ -24,9 +24,10 @@ from models.hub import REPO_ROOT
 from models.registry import build_network
 from models.training.baseline_tasks import BASELINE_TASKS
 from models.training.data import batch_loader
+from models.training.sr_tasks import SR_TASKS
 from models.training.tasks import TASKS as CORE_TASKS
 
-TASKS = {**CORE_TASKS, **BASELINE_TASKS}
+TASKS = {**CORE_TASKS, **BASELINE_TASKS, **SR_TASKS}
 
 
 class TrainingError(RuntimeError):

@@ -1,0 +1,217 @@
+"""Register the catalogue with trained weights: ``./dev python -m models.glasses.register weights/glasses_embedding``.
+
+Every product (train and test alike: registration needs no training, only renders) is drawn on the
+same `REFERENCE_FACES` UTKFace validation faces (frontal, seeded choice; never training faces, never
+LFW), each padded like the training faces, cut to the band at their annotated eyes and embedded (with the
+mirrored band too, as queries are); the product's embedding is the normalised mean of those
+(`product_embedding`).
+
+The presence threshold of the refusal is calibrated here too, through the whole query pipeline
+(detector, band, correction, presence head), on other UTKFace validation faces augmented like the
+queries: with glasses (random catalogue products) and without. The threshold is the `CALIBRATION_QUANTILE`
+quantile of the presence probabilities of the with-glasses faces that the pipeline located (corrected eyes
+within `LOCATED` eye distances of the true ones: on the padded UTKFace crops the detector sometimes takes
+the blurred reflection for the face, a failure the threshold should not be set by); the rates on both
+sets are stored with it.
+
+Writes `<weights folder>/catalogue_index.safetensors` (see `search.save_catalogue_index`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+REFERENCE_FACES = 6
+REFERENCE_SEED = 0
+CALIBRATION_FACES = 400  # per set (with and without glasses)
+CALIBRATION_QUANTILE = 0.02
+LOCATED = 0.25
+CHUNK = 64
+
+
+def product_embedding(embeddings: np.ndarray) -> np.ndarray:
+    """A product's registered embedding: the mean of its reference embeddings, scaled to unit length."""
+    mean = np.asarray(embeddings, np.float64).mean(0)
+    return (mean / np.linalg.norm(mean)).astype(np.float32)
+
+
+def reference_rows(count: int = REFERENCE_FACES, seed: int = REFERENCE_SEED) -> np.ndarray:
+    """UTKFace validation rows of the reference faces: near-frontal adults, chosen by a seeded permutation."""
+    from models.data.faces import annotation_table, parse_utkface_name
+
+    t = annotation_table("utkface")
+    ypr = t["yaw_roll_pitch"].astype(np.float32)
+    ages = np.array([parse_utkface_name(f)[0] for f in t["file"]])
+    ok = (t["split"] == "validation") & (t["qc"] == 0) & (np.abs(ypr[:, 0]) < 10) & (np.abs(ypr[:, 1]) < 5) \
+        & (np.abs(ypr[:, 2]) < 12) & (ages >= 18)
+    rows = np.flatnonzero(ok)
+    return np.sort(rows[np.random.default_rng(seed).permutation(len(rows))[:count]])
+
+
+def _load_face(row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(padded RGB, 140 landmarks, 5 points) of a UTKFace row, padded like the training faces."""
+    import cv2
+
+    from models.glasses.renders import PAD, pad_face
+
+    t = _table()
+    bgr = cv2.imread(str(t["image_dir"] / t["file"][row]), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise OSError(f"cannot read {t['image_dir'] / t['file'][row]}")
+    return (pad_face(np.ascontiguousarray(bgr[..., ::-1])), t["landmarks"][row].astype(np.float32) + PAD,
+            t["five_points"][row].astype(np.float32) + PAD)
+
+
+_TABLE: dict = {}
+
+
+def _table() -> dict:
+    if not _TABLE:
+        from models.data.faces import annotation_table
+
+        _TABLE.update(annotation_table("utkface"))
+    return _TABLE
+
+
+def reference_bands(products: list, rows: np.ndarray) -> np.ndarray:
+    """(P, K, 48, 128, 3) uint8: every product on every reference face (render seed = face position)."""
+    import cv2
+
+    from models.glasses.crop import crop_band
+    from models.glasses.render import estimate_face_geometry, render_tryon
+
+    cv2.setNumThreads(1)
+    faces = [_load_face(int(r)) for r in rows]
+    geometry = [estimate_face_geometry(lm) for _, lm, _ in faces]
+    out = np.empty((len(products), len(rows), 48, 128, 3), np.uint8)
+    for i, p in enumerate(products):
+        for j, ((img, _, p5), geo) in enumerate(zip(faces, geometry)):
+            out[i, j] = crop_band(render_tryon(img, geo, p, seed=j), p5)
+    return out
+
+
+def _bands_job(job: tuple[int, list, np.ndarray]) -> tuple[int, np.ndarray]:
+    start, products, rows = job
+    return start, reference_bands(products, rows)
+
+
+def register_products(embedder, products: list, rows: np.ndarray, workers: int = 2, log=print) -> np.ndarray:
+    """(P, D) registered embeddings of `products` on the reference faces `rows` (rendering in `workers` processes)."""
+    jobs = [(s, list(products[s:s + CHUNK]), rows) for s in range(0, len(products), CHUNK)]
+    out: np.ndarray | None = None
+    pool = None
+    if workers > 1 and len(jobs) > 1:
+        import multiprocessing
+
+        pool = multiprocessing.get_context("spawn").Pool(min(workers, 2))
+    t0 = time.time()
+    try:
+        results = pool.imap_unordered(_bands_job, jobs) if pool else map(_bands_job, jobs)
+        for n, (start, bands) in enumerate(results, 1):
+            p, k = bands.shape[:2]
+            emb = embedder.embed_bands(bands.reshape(p * k, *bands.shape[2:])).reshape(p, k, -1)
+            if out is None:
+                out = np.empty((len(products), emb.shape[2]), np.float32)
+            out[start:start + p] = np.stack([product_embedding(e) for e in emb])
+            if n % 10 == 0 or n == len(jobs):
+                log(f"registered {min(len(products), n * CHUNK)}/{len(products)} products ({time.time() - t0:.0f} s)")
+    finally:
+        if pool is not None:
+            pool.terminate()
+    return out
+
+
+def calibrate_presence(embedder, products: list, exclude_rows: np.ndarray, n: int = CALIBRATION_FACES,
+                       seed: int = 1, quantile: float = CALIBRATION_QUANTILE) -> dict:
+    """Presence threshold from whole-pipeline queries on augmented UTKFace validation faces (see module doc)."""
+    from models.glasses.augment import augment_photo
+    from models.glasses.render import render_tryon
+    from models.glasses.search import glasses_detector, locate_face
+
+    t = _table()
+    rows = np.setdiff1d(np.flatnonzero((t["split"] == "validation") & (t["qc"] >= 0)), exclude_rows)
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(rows, 2 * n, replace=False)
+    detector = glasses_detector()
+    probs: dict[str, list[float]] = {"glasses": [], "none": []}
+    missed = {"glasses": 0, "none": 0}
+    mislocated = 0
+    for i, row in enumerate(chosen):
+        kind = "glasses" if i < n else "none"
+        img, landmarks, p5 = _load_face(int(row))
+        if kind == "glasses":
+            product = products[int(rng.integers(len(products)))]
+            img = render_tryon(img, landmarks, product, seed=int(rng.integers(2**31)))
+        photo, true_points = augment_photo(img, p5, rng)
+        points = locate_face(detector, photo)
+        if points is None:
+            missed[kind] += 1
+            continue
+        face = embedder.embed_face(photo, points)
+        iod = float(np.linalg.norm(true_points[1] - true_points[0]))
+        if kind == "glasses" and np.linalg.norm(face.eyes - true_points[:2], axis=1).max() > LOCATED * iod:
+            mislocated += 1
+            continue
+        probs[kind].append(face.presence)
+    threshold = float(np.quantile(probs["glasses"], quantile))
+    return {"threshold": threshold, "quantile": quantile, "faces_per_set": n, "no_face_detected": missed,
+            "glasses_mislocated_left_out": mislocated,
+            "glasses_refused": float(np.mean(np.array(probs["glasses"]) < threshold)),
+            "no_glasses_refused": float(np.mean(np.array(probs["none"]) < threshold)),
+            "note": "UTKFace validation faces, augmented like the queries; some UTKFace people wear real "
+                    "glasses (unlabelled), so 'no_glasses_refused' understates the refusal of faces without"}
+
+
+def register_catalogue(weights_folder: str | Path, catalogue_seed: int = 0, catalogue_size: int = 3200,
+                       workers: int = 2, log=print) -> Path:
+    """Register every product with the weights in `weights_folder`; writes and returns the index path."""
+    import yaml
+    from safetensors.torch import load_file
+
+    from models.glasses.catalogue import build_catalogue
+    from models.glasses.embedder import GlassesEmbedder
+    from models.glasses.search import INDEX_FILE, save_catalogue_index
+    from models.hub import sha256_file
+    from models.registry import build_network
+
+    folder = Path(weights_folder)
+    cfg = yaml.safe_load((folder / "config.yaml").read_text())
+    net = build_network(dict(cfg["networks"]["embedder"]))
+    net.load_state_dict(load_file(folder / "model.safetensors"), strict=True)
+    embedder = GlassesEmbedder(net)
+    catalogue = build_catalogue(catalogue_seed, catalogue_size)
+    products = list(catalogue.products)
+    rows = reference_rows()
+    t0 = time.time()
+    embeddings = register_products(embedder, products, rows, workers=workers, log=log)
+    seconds = time.time() - t0
+    log("calibrating the presence threshold ...")
+    calibration = calibrate_presence(embedder, products, rows)
+    log(f"presence threshold {calibration['threshold']:.4f}: refuses {calibration['glasses_refused']:.3f} of "
+        f"with-glasses and {calibration['no_glasses_refused']:.3f} of without-glasses calibration faces")
+    t = _table()
+    meta = {"model_sha256": sha256_file(folder / "model.safetensors"), "catalogue_seed": catalogue_seed,
+            "catalogue_size": catalogue_size, "reference_faces": [str(t["file"][r]) for r in rows],
+            "reference_render_seeds": list(range(len(rows))), "presence_threshold": calibration["threshold"],
+            "calibration": calibration, "registration_seconds": round(seconds, 1),
+            "how": "mean of the L2-normalised band embeddings of the product on the reference faces, normalised"}
+    return save_catalogue_index(folder / INDEX_FILE, embeddings, [p.id for p in products], meta)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m models.glasses.register", description=__doc__.split("\n\n")[0])
+    p.add_argument("weights", nargs="?", default="weights/glasses_embedding", help="folder of the trained weights")
+    p.add_argument("--workers", type=int, default=2, help="rendering processes (at most 2)")
+    args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    print(register_catalogue(args.weights, workers=args.workers))
+
+
+if __name__ == "__main__":
+    main()

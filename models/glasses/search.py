@@ -1,0 +1,232 @@
+"""Glasses search (Glass Finder): a photo of a face wearing glasses -> the catalogue products that look most alike.
+
+    search = GlassesSearch.from_pretrained()
+    response = search(rgb)            # raises GlassesRefusal with a message for the user
+    for r in response.results: r.product_id, r.name, r.score, r.thumbnail()
+
+Pipeline, as in the Glass Finder post: face detection (RetinaFace, on an exposure-normalised copy of the
+photo: the detector's weights miss many dark or flat faces), its 5 landmarks, the eye band levelled by the
+eye line and scaled by the eye distance (`crop.py`), the network's eye correction and a second cut, the
+embedding, and a cosine search over the registered catalogue (exact faiss index). The largest face is used.
+
+Refusal: no face found, or the network's presence probability below the threshold calibrated at
+registration (`register.py`), gives `GlassesRefusal` with `REFUSAL_MESSAGE`.
+
+`search_gallery(rgb)` is the app's entry point: (list of (thumbnail, caption)) and a message.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from models.glasses.catalogue import Catalogue, GlassesProduct, build_catalogue
+from models.glasses.embedder import EMBEDDING_CARD, FaceEmbedding, GlassesEmbedder
+
+REFUSAL_MESSAGE = "Please upload a photo of a face wearing glasses or sunglasses."
+INDEX_FILE = "catalogue_index.safetensors"
+INDEX_FORMAT = 1
+
+
+class GlassesRefusal(ValueError):
+    """The photo cannot be searched; `str(error)` is written for the user, `reason` is "no_face" or "no_glasses"."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        super().__init__(f"{detail} {REFUSAL_MESSAGE}")
+
+
+class CatalogueIndexError(RuntimeError):
+    """The registered catalogue index is missing or does not belong to the loaded weights."""
+
+
+def detection_view(rgb: np.ndarray) -> np.ndarray:
+    """The photo stretched to its 1st-99th luminance percentiles and gamma-corrected to a mid-grey mean.
+
+    Only the detector sees it (dark and low-contrast photos otherwise lose most detections); the band is
+    cut from the photo itself."""
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    lo, hi = np.percentile(grey, [1, 99])
+    hi = max(hi, lo + 20.0)
+    x = np.clip((rgb.astype(np.float32) - lo) / (hi - lo), 0, 1)
+    mean = float(np.clip(x.mean(), 0.05, 0.95))
+    x = x ** (np.log(0.45) / np.log(mean))
+    return (x * 255 + 0.5).astype(np.uint8)
+
+
+def glasses_detector():
+    """The RetinaFace settings of the glasses search: two pyramid levels per octave step of 2, a lower score
+    threshold (the presence head refuses what is not a face wearing glasses), photos shrunk to 640 px."""
+    from models.face.detect import FaceDetector
+
+    return FaceDetector(device="cpu", pyramid_step=0.5, conf_threshold=0.5, support_threshold=0.5, max_side=640)
+
+
+def locate_face(detector, rgb: np.ndarray) -> np.ndarray | None:
+    """(5, 2) points of the largest face, or None."""
+    faces = detector.detect(detection_view(rgb))
+    return None if not faces else np.asarray(faces[0].points5, np.float64)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    rank: int
+    product: GlassesProduct
+    score: float  # cosine similarity of the query and the product's registered embedding
+
+    @property
+    def product_id(self) -> str:
+        return self.product.id
+
+    @property
+    def name(self) -> str:
+        return self.product.name
+
+    def thumbnail(self, size: int = 256) -> np.ndarray:
+        from models.glasses.render import render_thumbnail
+
+        return render_thumbnail(self.product, size)
+
+    def tryon(self, face_rgb: np.ndarray, points5: np.ndarray, seed: int = 0) -> np.ndarray:
+        """This product drawn on another face (e.g. the user's photo without glasses), from its 5 points."""
+        from models.glasses.render import render_tryon
+
+        return render_tryon(face_rgb, points5, self.product, seed)
+
+
+@dataclass(frozen=True)
+class SearchResponse:
+    results: list[SearchResult]
+    face: FaceEmbedding  # embedding, presence probability, corrected eyes and the band searched with
+    points5: np.ndarray  # the detector's 5 points of the face used
+
+
+class GlassesSearch:
+    def __init__(self, embedder: GlassesEmbedder, embeddings: np.ndarray, products: list[GlassesProduct],
+                 presence_threshold: float, detector=None) -> None:
+        from models.glasses.index import as_unit, build_index
+
+        if len(embeddings) != len(products):
+            raise ValueError(f"{len(embeddings)} embeddings for {len(products)} products")
+        self.embedder = embedder
+        self.products = products
+        self.position = {p.id: i for i, p in enumerate(products)}
+        self.embeddings = as_unit(embeddings)
+        self.index = build_index(self.embeddings, "exact")
+        self.presence_threshold = float(presence_threshold)
+        self.detector = detector if detector is not None else glasses_detector()
+
+    @classmethod
+    def from_pretrained(cls, name: str = EMBEDDING_CARD, catalogue: Catalogue | None = None) -> "GlassesSearch":
+        """The card's weights and the catalogue index registered with them (same folder as the weights)."""
+        from models.hub import get_card, resolve_weights
+
+        card = get_card(name)
+        index_path = resolve_weights(card).parent / INDEX_FILE
+        if not index_path.is_file():  # weights from the Hub: the index is published beside them
+            from huggingface_hub import hf_hub_download
+
+            try:
+                index_path = Path(hf_hub_download(card.repo_id, INDEX_FILE, revision=card.revision))
+            except Exception as e:
+                raise CatalogueIndexError(f"the catalogue index of {card.describe()} is neither beside its weights nor "
+                                  f"downloadable ({type(e).__name__}: {e})") from e
+        embedder = GlassesEmbedder.from_pretrained(name)
+        index = load_catalogue_index(index_path, expected_model_sha256=card.sha256)
+        catalogue = catalogue or build_catalogue(index.meta["catalogue_seed"], index.meta["catalogue_size"])
+        by_id = {p.id: p for p in catalogue}
+        missing = [i for i in index.product_ids if i not in by_id]
+        if missing:
+            raise CatalogueIndexError(f"{len(missing)} registered products (e.g. {missing[0]}) are not in the catalogue")
+        return cls(embedder, index.embeddings, [by_id[i] for i in index.product_ids],
+                   index.meta["presence_threshold"])
+
+    def embed(self, rgb: np.ndarray) -> tuple[FaceEmbedding, np.ndarray]:
+        """The embedding of the largest face's glasses and its detected 5 points; refuses a photo without a face."""
+        img = np.asarray(rgb)
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {img.dtype} {img.shape}")
+        points = locate_face(self.detector, img)
+        if points is None:
+            raise GlassesRefusal("no_face", "No face was found in this photo.")
+        return self.embedder.embed_face(img, points), points
+
+    def __call__(self, rgb: np.ndarray, k: int = 10) -> SearchResponse:
+        face, points = self.embed(rgb)
+        if face.presence < self.presence_threshold:
+            raise GlassesRefusal("no_glasses", "The face in this photo does not seem to wear glasses.")
+        return SearchResponse(self.nearest(face.embedding, k), face, points)
+
+    def nearest(self, embedding: np.ndarray, k: int = 10) -> list[SearchResult]:
+        from models.glasses.index import search
+
+        scores, ids = search(self.index, embedding[None], k)
+        return [SearchResult(rank=r + 1, product=self.products[int(i)], score=float(s))
+                for r, (s, i) in enumerate(zip(scores[0], ids[0])) if i >= 0]
+
+
+@dataclass(frozen=True)
+class CatalogueIndex:
+    embeddings: np.ndarray  # (P, D) float32, unit rows
+    product_ids: list[str]
+    meta: dict
+
+
+def save_catalogue_index(path: str | Path, embeddings: np.ndarray, product_ids: list[str], meta: dict) -> Path:
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({"embeddings": np.ascontiguousarray(embeddings, np.float32)}, str(tmp),
+              metadata={"format": str(INDEX_FORMAT), "product_ids": json.dumps(product_ids),
+                        "meta": json.dumps(meta, sort_keys=True)})
+    tmp.replace(path)
+    return path
+
+
+def load_catalogue_index(path: str | Path, expected_model_sha256: str | None = None) -> CatalogueIndex:
+    """Read a registered catalogue; with `expected_model_sha256`, refuse one registered with other weights."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CatalogueIndexError(f"no registered catalogue at {path}; build it with "
+                          f"./dev python -m models.glasses.register {path.parent}")
+    with safe_open(str(path), framework="numpy") as f:
+        header = f.metadata() or {}
+        if header.get("format") != str(INDEX_FORMAT):
+            raise CatalogueIndexError(f"{path}: catalogue index format {header.get('format')!r}, expected {INDEX_FORMAT}")
+        embeddings = f.get_tensor("embeddings")
+    meta = json.loads(header["meta"])
+    if expected_model_sha256 is not None and meta.get("model_sha256") != expected_model_sha256:
+        raise CatalogueIndexError(f"{path} was registered with weights of sha256 {meta.get('model_sha256')}, not the "
+                          f"loaded ones ({expected_model_sha256}); register again with "
+                          f"./dev python -m models.glasses.register {path.parent}")
+    return CatalogueIndex(embeddings=embeddings, product_ids=json.loads(header["product_ids"]), meta=meta)
+
+
+_SHARED: dict[str, GlassesSearch] = {}
+
+
+def search_gallery(rgb: np.ndarray, k: int = 5) -> tuple[list[tuple[np.ndarray, str]], str]:
+    """For the app: ([(thumbnail RGB, caption)] of the top-k products, message). A refused photo or
+    missing weights give an empty list and the reason as the message; nothing is raised for those."""
+    from models.hub import WeightsError
+
+    try:
+        search = _SHARED.get("default")
+        if search is None:
+            search = _SHARED["default"] = GlassesSearch.from_pretrained()
+        response = search(rgb, k)
+    except GlassesRefusal as e:
+        return [], str(e)
+    except (WeightsError, CatalogueIndexError, KeyError) as e:
+        return [], f"Glasses search is unavailable: {e}"
+    items = [(r.thumbnail(), f"{r.rank}. {r.name} ({r.product_id}), similarity {r.score:.3f}")
+             for r in response.results]
+    return items, (f"Top {len(items)} of {len(search.products):,} products for the glasses on the largest face "
+                   f"(glasses presence {response.face.presence:.2f}).")

@@ -1,0 +1,279 @@
+"""Glasses search: band geometry, training jitter, faiss indexes, registration, refusal, the eval task, weights I/O.
+
+Networks here are untrained (random weights): the tests check the mechanics, never retrieval quality.
+"""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from models.data.paths import data_root
+from models.glasses.crop import BAND_H, BAND_W, IOD_PX, band_affine, crop_band, eyes_in_photo, nominal_eyes
+from models.glasses.index import build_index, recall_at_k, search
+from models.registry import build_network
+
+HAS_DATA = (data_root() / "annotations" / "lfw_landmarks.npz").is_file()
+needs_data = pytest.mark.skipif(not HAS_DATA, reason=f"shared face data not found under {data_root()}")
+
+
+def _has_detector() -> bool:
+    try:
+        from models.hub import resolve_weights
+
+        resolve_weights("retinaface_mobile0.25")
+        return True
+    except Exception:
+        return False
+
+
+needs_detector = pytest.mark.skipif(not HAS_DATA or not _has_detector(),
+                                    reason="face data or RetinaFace weights missing")
+
+
+def _textured(h: int = 200, w: int = 260, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 255, (h // 8, w // 8, 3), dtype=np.uint8)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+def _net(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_network({"type": "GlassesEmbeddingNet", "widths": [8, 8, 16, 16], "reduced": 8}).eval()
+
+
+# ---------------------------------------------------------------------------------------------- crop geometry
+
+def test_band_puts_the_eyes_at_their_nominal_places_for_any_roll_and_scale():
+    for roll, iod in ((0.0, 40.0), (17.0, 63.0), (-25.0, 21.0)):
+        a = np.radians(roll)
+        mid = np.array([130.0, 95.0])
+        d = np.array([np.cos(a), np.sin(a)]) * iod / 2
+        eyes = np.stack([mid - d, mid + d])
+        aff = band_affine(eyes)
+        mapped = eyes @ aff[:, :2].T + aff[:, 2]
+        np.testing.assert_allclose(mapped, nominal_eyes(), atol=1e-9)
+        assert np.sqrt(abs(np.linalg.det(aff[:, :2]))) == pytest.approx(IOD_PX / iod)
+        np.testing.assert_allclose(eyes_in_photo(aff, np.zeros(4)), eyes, atol=1e-9)
+        # a context band has the same scale and centre
+        ctx = band_affine(eyes, 1.5)
+        np.testing.assert_allclose(eyes @ ctx[:, :2].T + ctx[:, 2], nominal_eyes(1.5), atol=1e-9)
+
+
+def test_rotating_the_photo_does_not_rotate_the_band():
+    img = _textured()
+    eyes = np.array([[105.0, 90.0], [155.0, 92.0]])
+    band = crop_band(img, eyes).astype(float)
+    assert band.shape == (BAND_H, BAND_W, 3)
+    m = cv2.getRotationMatrix2D((130.0, 100.0), 20.0, 1.0)
+    rotated = cv2.warpAffine(img, m, (img.shape[1], img.shape[0]), flags=cv2.INTER_CUBIC)
+    band_r = crop_band(rotated, eyes @ m[:, :2].T + m[:, 2]).astype(float)
+    inner = (slice(8, -8), slice(16, -16))  # away from the rotated photo's borders
+    assert np.abs(band_r[inner] - band[inner]).mean() < 6.0
+    shifted_eyes = eyes + [0.0, 12.0]  # a wrong crop differs clearly
+    assert np.abs(crop_band(img, shifted_eyes).astype(float)[inner] - band[inner]).mean() > 15.0
+
+
+def test_big_faces_are_area_shrunk_without_aliasing():
+    stripes = np.zeros((1200, 1200, 3), np.uint8)
+    stripes[:, ::2] = 255  # 1-px stripes: aliasing would leave strong patterns
+    band = crop_band(stripes, np.array([[400.0, 600.0], [800.0, 600.0]]))
+    assert abs(band.mean() - 127.5) < 6 and band.std() < 12
+
+
+def test_training_jitter_targets_point_at_the_true_eyes():
+    from models.glasses.train import cut_bands, jitter_affines
+
+    ctx_eyes = nominal_eyes(1.6)
+    jitter = np.array([[0.0, 0.0, 0.0, 0.0], [0.1, -0.05, 0.2, 7.0], [-0.2, 0.1, -0.15, -9.0]])
+    affines, targets = jitter_affines(jitter, 1.6)
+    np.testing.assert_allclose(targets[0], 0, atol=1e-9)
+    for aff, t in zip(affines, targets):
+        back = eyes_in_photo(aff, t)  # "photo" = the context band here
+        np.testing.assert_allclose(back, ctx_eyes, atol=1e-6)
+    # zero jitter cuts the centre of the context band: the same band as crop_band at context 1
+    img = _textured(seed=3)
+    eyes = np.array([[110.0, 100.0], [150.0, 100.0]])
+    ctx = torch.from_numpy(crop_band(img, eyes, 1.6)).permute(2, 0, 1)[None].float() / 255
+    cut = cut_bands(ctx, affines[:1])[0].permute(1, 2, 0).numpy() * 255
+    assert np.abs(cut - crop_band(img, eyes).astype(float))[4:-4, 4:-4].mean() < 2.0
+
+
+# ------------------------------------------------------------------------------------------------- indexes
+
+def test_exact_and_approximate_indexes_agree_on_a_small_set():
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((40, 32))
+    x = (centres[rng.integers(40, size=3000)] + 0.4 * rng.standard_normal((3000, 32))).astype(np.float32)
+    q = x[:100] + 0.05 * rng.standard_normal((100, 32)).astype(np.float32)
+    exact = build_index(x, "exact")
+    scores, ids = search(exact, q, 10)
+    assert (np.diff(scores, axis=1) <= 1e-6).all()
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+    np.testing.assert_array_equal(ids[:, 0], np.argmax(qn @ xn.T, axis=1))
+    assert recall_at_k(search(build_index(x, "hnsw", m=16, ef_search=64), q, 10)[1], ids, 10) > 0.9
+    assert recall_at_k(search(build_index(x, "ivf", nlist=16, nprobe=16), q, 10)[1], ids, 10) > 0.999
+    assert recall_at_k(search(build_index(x, "ivf", nlist=64, nprobe=1), q, 10)[1], ids, 10) < 1.0
+    assert recall_at_k(np.array([[1, 2, -1]]), np.array([[2, 3, 1]]), 3) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="zero length"):
+        build_index(np.zeros((3, 4)), "exact")
+
+
+# ------------------------------------------------------------------------------------------- registration
+
+def test_registration_is_the_normalised_mean_of_reference_embeddings():
+    from models.glasses.register import product_embedding
+
+    e = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    np.testing.assert_allclose(product_embedding(e), [2 ** -0.5, 2 ** -0.5, 0.0], atol=1e-7)
+
+
+@needs_data
+def test_register_products_embeds_renders_on_the_reference_faces():
+    from models.glasses.catalogue import build_catalogue
+    from models.glasses.embedder import GlassesEmbedder
+    from models.glasses.register import product_embedding, reference_bands, reference_rows, register_products
+
+    products = list(build_catalogue(size=3).products)
+    rows = reference_rows(2)
+    embedder = GlassesEmbedder(_net())
+    registered = register_products(embedder, products, rows, workers=1)
+    bands = reference_bands(products, rows)
+    assert bands.shape == (3, 2, BAND_H, BAND_W, 3)
+    for i in range(3):
+        expected = product_embedding(embedder.embed_bands(bands[i]))
+        np.testing.assert_allclose(registered[i], expected, atol=1e-5)
+    assert len(set(reference_rows(6).tolist())) == 6
+
+
+# ---------------------------------------------------------------------------------- search and refusal
+
+@pytest.fixture(scope="module")
+def tiny_search():
+    from models.glasses.catalogue import build_catalogue
+    from models.glasses.embedder import GlassesEmbedder
+    from models.glasses.search import GlassesSearch
+
+    products = list(build_catalogue().products)
+    emb = np.random.default_rng(0).standard_normal((len(products), 128)).astype(np.float32)
+    return GlassesSearch(GlassesEmbedder(_net()), emb, products, presence_threshold=0.0)
+
+
+@needs_detector
+def test_no_face_is_refused_with_the_message(tiny_search):
+    from models.glasses.search import REFUSAL_MESSAGE, GlassesRefusal, _SHARED, search_gallery
+
+    flat = np.full((160, 200, 3), 128, np.uint8)
+    with pytest.raises(GlassesRefusal) as err:
+        tiny_search(flat)
+    assert err.value.reason == "no_face"
+    assert str(err.value) == "No face was found in this photo. " + REFUSAL_MESSAGE
+    assert REFUSAL_MESSAGE == "Please upload a photo of a face wearing glasses or sunglasses."
+    _SHARED["default"] = tiny_search
+    try:
+        assert search_gallery(flat) == ([], str(err.value))
+    finally:
+        _SHARED.clear()
+
+
+@needs_detector
+def test_face_below_the_presence_threshold_is_refused_and_above_it_searched(tiny_search):
+    from models.data.faces import annotation_table
+    from models.glasses.search import GlassesRefusal, GlassesSearch
+
+    t = annotation_table("lfw")
+    img = np.ascontiguousarray(cv2.imread(str(t["image_dir"] / t["file"][0]))[..., ::-1])
+    response = tiny_search(img, k=7)
+    assert len(response.results) == 7 and [r.rank for r in response.results] == list(range(1, 8))
+    scores = [r.score for r in response.results]
+    assert scores == sorted(scores, reverse=True)
+    best = int(np.argmax(tiny_search.embeddings @ response.face.embedding))
+    assert response.results[0].product_id == tiny_search.products[best].id
+    assert np.linalg.norm(response.points5[0] - t["five_points"][0][0]) < 15  # the central face was found
+    strict = GlassesSearch(tiny_search.embedder, tiny_search.embeddings, tiny_search.products,
+                           presence_threshold=1.01, detector=tiny_search.detector)
+    with pytest.raises(GlassesRefusal, match="does not seem to wear glasses") as err:
+        strict(img)
+    assert err.value.reason == "no_glasses"
+
+
+def test_catalogue_index_round_trip_and_weights_check(tmp_path):
+    from models.glasses.search import CatalogueIndexError, load_catalogue_index, save_catalogue_index
+
+    emb = np.random.default_rng(1).standard_normal((5, 8)).astype(np.float32)
+    path = save_catalogue_index(tmp_path / "idx.safetensors", emb, [f"gl-{i}" for i in range(5)],
+                                {"model_sha256": "a" * 64, "presence_threshold": 0.3})
+    index = load_catalogue_index(path, expected_model_sha256="a" * 64)
+    np.testing.assert_array_equal(index.embeddings, emb)
+    assert index.product_ids[4] == "gl-4" and index.meta["presence_threshold"] == 0.3
+    with pytest.raises(CatalogueIndexError, match="register again"):
+        load_catalogue_index(path, expected_model_sha256="b" * 64)
+    with pytest.raises(CatalogueIndexError, match="no registered catalogue"):
+        load_catalogue_index(tmp_path / "missing.safetensors")
+
+
+# ------------------------------------------------------------------------------------------- eval task
+
+@needs_detector
+def test_eval_task_runs_end_to_end_on_a_tiny_subset_and_resumes(tmp_path, tiny_search):
+    from eval.glasses import METHOD, GlassesOptions, evaluate_glasses
+    from eval.leaderboard import leaderboard_table
+
+    opts = GlassesOptions(out=tmp_path / "g", queries=2, no_glasses=1, non_faces=1, progress=False, search=tiny_search)
+    summary = evaluate_glasses(opts)
+    rows = [json.loads(line) for line in (tmp_path / "g" / "rows.jsonl").read_text().splitlines()]
+    assert sorted(r["kind"] for r in rows) == ["no_glasses", "non_face", "query", "query", "real_glasses"]
+    for r in rows:
+        if r["kind"] == "query" and r["detected"]:
+            assert 1 <= r["rank"] <= 3200 and len(r["top10"]) == 10
+    ours = summary["ours"][METHOD]["metrics"]
+    queries = [r for r in rows if r["kind"] == "query"]
+    top10 = sum(1 for r in queries if not r["refused"] and r["rank"] is not None and r["rank"] <= 10) / 2
+    assert ours["top10"]["value"] == pytest.approx(top10)
+    assert ours["top1"]["value"] <= ours["top5"]["value"] <= ours["top10"]["value"]
+    assert summary["published"]["available"] is False or "glass_finder" in summary["published"]["tables"]
+    assert "top-1" in (tmp_path / "g" / "summary.md").read_text()
+    evaluate_glasses(opts)  # resumes: nothing is redone
+    assert len((tmp_path / "g" / "rows.jsonl").read_text().splitlines()) == len(rows)
+    headers, table = leaderboard_table(summary)
+    assert table[0][:2] == ["ours", METHOD]
+
+
+# ------------------------------------------------------------------------------------------ weights I/O
+
+def test_embedding_weights_save_and_load_strictly(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    net = _net(1)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, tmp_path / "model.safetensors")
+    other = _net(2)
+    x = torch.rand(2, 3, BAND_H, BAND_W)
+    assert not torch.allclose(net(x)["embedding"], other(x)["embedding"])
+    state = load_file(tmp_path / "model.safetensors")
+    other.load_state_dict(state, strict=True)
+    out, ref = other(x), net(x)
+    for key in ("embedding", "presence", "eyes"):
+        torch.testing.assert_close(out[key], ref[key])
+    assert torch.allclose(out["embedding"].norm(dim=1), torch.ones(2))
+    state.pop("presence.bias")
+    with pytest.raises(RuntimeError, match="presence.bias"):
+        _net().load_state_dict(state, strict=True)
+    with pytest.raises(ValueError, match="48x128"):
+        net(torch.rand(1, 3, 64, 160))
+
+
+def test_augmentation_is_seeded_and_moves_the_points():
+    from models.glasses.augment import augment_photo
+
+    img = _textured(250, 250, seed=5)
+    pts = np.array([[105, 110], [145, 110], [125, 135], [110, 160], [140, 160]], np.float32)
+    a, pa = augment_photo(img, pts, np.random.default_rng(4))
+    b, pb = augment_photo(img, pts, np.random.default_rng(4))
+    assert np.array_equal(a, b) and np.array_equal(pa, pb)
+    assert pa[0, 0] < pa[1, 0]  # image-left eye stays image-left, flipped or not
+    assert (pa >= 0).all() and (pa[:, 0] < a.shape[1]).all() and (pa[:, 1] < a.shape[0]).all()
+    iod = np.linalg.norm(pa[1] - pa[0])
+    assert 18 <= iod <= 47
