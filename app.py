@@ -21,7 +21,7 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 
 from models.face.pipeline import FacePipeline, NoFaceError  # noqa: E402
-from models.image_io import ImageInputError, load_image, to_output  # noqa: E402
+from models.image_io import ImageInputError, load_image, shrink_to, to_output  # noqa: E402
 from models.face_restorer import AlignedFaceRestorer  # noqa: E402
 from models.rain_restoration import load_rain_model  # noqa: E402
 from models.face_sr import X4_CARDS, published_x4_card  # noqa: E402
@@ -114,11 +114,8 @@ def run_rain_tab(path: str | None, rain: bool, seed: float, veil: float, methods
     rgb, notes = loaded.rgb, []
     if rain:
         h, w = rgb.shape[:2]
-        if max(h, w) > RAIN_MAX_SIDE:
-            import cv2
-
-            f = RAIN_MAX_SIDE / max(h, w)
-            rgb = cv2.resize(rgb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+        rgb = shrink_to(rgb, RAIN_MAX_SIDE)
+        if rgb.shape[:2] != (h, w):
             notes.append(f"The photo ({w}×{h} px) was reduced to {rgb.shape[1]}×{rgb.shape[0]} px for the synthetic "
                          f"rain, which is only drawn up to {RAIN_MAX_SIDE} px.")
         progress(0.1, desc="Adding heavy rain")

@@ -16,19 +16,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-import urllib.request
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+
+from eval.screenshots import serve_app_process
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PHOTO = REPO_ROOT / "docs" / "examples" / "Adam_Sandler_0001.jpg"  # 250×250, one face
@@ -98,46 +96,6 @@ class RssSampler:
         self._thread.join()
 
 
-# --- the server ---------------------------------------------------------------------------------------------
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def serve(timeout_s: float = 600.0) -> Iterator[tuple[str, int]]:
-    """`python app.py` on a free loopback port until the block ends; yields (url, pid) once it answers."""
-    port = _free_port()
-    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port)}
-    url = f"http://127.0.0.1:{port}/"
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + timeout_s
-            while True:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    tail = log.read().decode(errors="replace")[-3000:]
-                    raise RuntimeError(f"the app on {url} did not start ({proc.returncode}); its output:\n{tail}")
-                try:
-                    with urllib.request.urlopen(url, timeout=5) as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    time.sleep(0.5)
-            yield url, proc.pid
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 # --- the clients --------------------------------------------------------------------------------------------
 
 def _session(url: str, photo: Path, deadline: float, records: list[dict], lock: threading.Lock) -> None:
@@ -204,7 +162,7 @@ def bench(url: str | None, levels: list[int], seconds: float, photo: Path) -> di
 
     result: dict = {"photo": str(photo.relative_to(REPO_ROOT) if photo.is_relative_to(REPO_ROOT) else photo),
                     "api": API, "cpu_count": os.cpu_count(), "load_average_before": os.getloadavg()}
-    with (serve() if url is None else _given(url)) as (address, pid):
+    with (serve_app_process(timeout_s=600.0) if url is None else _given(url)) as (address, pid):
         sampler = RssSampler(pid) if pid else None
         try:
             result["url"] = address

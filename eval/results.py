@@ -37,7 +37,7 @@ TIMING_FIELDS = ("time_s", "peak_gpu_memory_bytes")
 # backbone, FID reference set); LPIPS is matched with AlexNet, LPIPS's default.
 PUBLISHED_METRICS = {
     "PSNR": "psnr", "SSIM": "ssim", "MS-SSIM": "ms_ssim", "LPIPS": "lpips_alex", "FID": "fid",
-    "seconds_per_image": "seconds_per_face", "gpu_memory_gb": "peak_gpu_memory_gb",
+    "seconds_per_image": "seconds_per_face", "gpu_memory_gb": "peak_gpu_memory_gb", "top1": "top1", "top10": "top10",
 }
 OURS_NOTE = ("'ours' numbers were measured by this run on the dataset below; 'published' numbers are "
              "copied from the papers (paper_tables.json), measured on other data, sizes and unstated "

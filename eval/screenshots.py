@@ -50,8 +50,8 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_app(port: int | None = None, timeout_s: float = 300.0) -> Iterator[str]:
-    """Run `python app.py` on 127.0.0.1 until the block ends; yields its URL once it answers."""
+def serve_app_process(port: int | None = None, timeout_s: float = 300.0) -> Iterator[tuple[str, int]]:
+    """Run `python app.py` on 127.0.0.1 until the block ends; yields (its URL, its pid) once it answers."""
     port = port or free_port()
     env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port)}
     url = f"http://127.0.0.1:{port}/"
@@ -71,7 +71,7 @@ def serve_app(port: int | None = None, timeout_s: float = 300.0) -> Iterator[str
                             break
                 except OSError:
                     time.sleep(0.5)
-            yield url
+            yield url, proc.pid
         finally:
             proc.terminate()
             try:
@@ -79,6 +79,13 @@ def serve_app(port: int | None = None, timeout_s: float = 300.0) -> Iterator[str
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@contextmanager
+def serve_app(port: int | None = None, timeout_s: float = 300.0) -> Iterator[str]:
+    """Run `python app.py` on 127.0.0.1 until the block ends; yields its URL once it answers."""
+    with serve_app_process(port, timeout_s) as (url, _):
+        yield url
 
 
 @contextmanager

@@ -19,6 +19,7 @@ import torch
 from models.face.align import affine_scale, align_face, estimate_affine
 from models.face.detect import FaceDetector
 from models.face.paste import paste_back
+from models.image_io import shrink_to
 
 MIN_FACE, MAX_FACE = 16, 128  # side of the aligned LR crop, px
 MAX_INPUT_SIDE = 512  # larger photos are reduced first: x4 of them would pass 2048 px
@@ -96,9 +97,8 @@ def upscale_photo(rgb: np.ndarray, upscaler: FaceUpscaler, detector: FaceDetecto
     """x``upscaler.scale`` of an H×W×3 uint8 photo; a photo without a face comes back all bicubic, with a note."""
     notes = []
     h, w = rgb.shape[:2]
-    if max(h, w) > MAX_INPUT_SIDE:
-        f = MAX_INPUT_SIDE / max(h, w)
-        rgb = cv2.resize(rgb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    rgb = shrink_to(rgb, MAX_INPUT_SIDE)
+    if rgb.shape[:2] != (h, w):
         notes.append(f"The photo ({w}×{h} px) was reduced to {rgb.shape[1]}×{rgb.shape[0]} px first: "
                      f"×{upscaler.scale} is meant for small photos.")
     scale = upscaler.scale

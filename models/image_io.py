@@ -122,6 +122,17 @@ def to_output(rgb: np.ndarray, loaded: LoadedImage) -> Image.Image:
     return out
 
 
+def shrink_to(rgb: np.ndarray, max_side: int) -> np.ndarray:
+    """`rgb` (H×W×C uint8) reduced by area averaging so its longer side is at most `max_side`; as is when it fits."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    if max(h, w) <= max_side:
+        return rgb
+    f = max_side / max(h, w)
+    return cv2.resize(rgb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+
+
 def _too_large_message(width: int, height: int, max_pixels: int) -> str:
     return (
         f"The image is too large ({width}×{height} = {width * height / 1e6:.1f} megapixels; "

@@ -211,7 +211,7 @@ def run_cli_methods(out: Path, methods: str) -> int:
     return main(["--task", "rain", "--methods", methods, "--limit", "2", "--out", str(out), "--no-progress"])
 
 
-def test_glasses_task_says_the_model_does_not_exist(tmp_path: Path, capsys) -> None:
+def test_glasses_task_refuses_restoration_methods(tmp_path: Path, capsys) -> None:
     assert main(["--task", "glasses", "--methods", "identity", "--out", str(tmp_path / "g")]) == 2
     assert "glasses-search model" in capsys.readouterr().err
 
