@@ -32,7 +32,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="comma-separated, e.g. identity,bicubic (required except for --task glasses)")
     p.add_argument("--dataset", default="lfw",
                    help="lfw (default, test split), utkface (validation split), utkface-train (training split), "
-                        "a local folder or a Hub dataset id")
+                        "a local folder or a Hub dataset pinned to a revision (owner/name@commit)")
     p.add_argument("--align", default="auto", choices=ALIGN_MODES,
                    help="auto: annotated 5 points for lfw/utkface, detector for others; detect; "
                         "none: images are aligned faces already")

@@ -72,9 +72,13 @@ def test_load_image_folder(tmp_path, monkeypatch):
     hub = datasets.Dataset.from_dict({"img": [str(tmp_path / "b.png")], "file_name": ["x.png"]},
                                      features=datasets.Features({"img": datasets.Image(),
                                                                  "file_name": datasets.Value("string")}))
-    monkeypatch.setattr(datasets, "load_dataset", lambda repo, split: hub)
-    ds = load_image_folder("someone/faces", split="test")
+    calls = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda repo, split, revision: calls.append((repo, revision)) or hub)
+    ds = load_image_folder("someone/faces@0123abc", split="test")
     assert ds.column_names == ["file", "image"] and ds["file"] == ["x.png"]
+    assert calls == [("someone/faces", "0123abc")]
+    with pytest.raises(ValueError, match="pinned to a revision"):
+        load_image_folder("someone/faces", split="test")
 
 
 @pytest.fixture(scope="module")

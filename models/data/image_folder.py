@@ -13,7 +13,8 @@ def load_image_folder(path_or_id: str | os.PathLike, split: str = "test"):
 
     A local folder: if it has a sub-folder named `split` that one is used, else the whole folder;
     images are found recursively and sorted, `file` is the path relative to that folder.
-    Anything else is taken as a Hub dataset id and loaded with `datasets.load_dataset(id, split=split)`;
+    Anything else is taken as a Hub dataset pinned to a revision, `id@revision`, and loaded with
+    `datasets.load_dataset(id, split=split, revision=revision)` (an id without a revision is refused);
     its first Image column becomes `image`, and `file` comes from a `file`/`file_name` column, the
     image's stored path, or the row number.
     """
@@ -30,7 +31,11 @@ def load_image_folder(path_or_id: str | os.PathLike, split: str = "test"):
             {"file": [p.relative_to(folder).as_posix() for p in paths], "image": [str(p) for p in paths]},
             features=hfd.Features({"file": hfd.Value("string"), "image": hfd.Image()}), split=split)
 
-    ds = hfd.load_dataset(str(path_or_id), split=split)
+    repo_id, _, revision = str(path_or_id).partition("@")
+    if not revision:
+        raise ValueError(f"{path_or_id!r} is not a local folder; a Hub dataset must be pinned to a revision: "
+                         f"give it as {repo_id}@<commit sha or tag>")
+    ds = hfd.load_dataset(repo_id, split=split, revision=revision)
     image_cols = [k for k, f in ds.features.items() if isinstance(f, hfd.Image)]
     if not image_cols:
         raise ValueError(f"{path_or_id!r} split {split!r} has no Image column (features: {list(ds.features)})")
