@@ -10,7 +10,6 @@ import http.client
 import json
 import os
 import secrets
-import socket
 import tempfile
 from pathlib import Path
 
@@ -20,15 +19,10 @@ import torch
 from PIL import Image
 
 import app
+from eval.screenshots import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SKIP_DIRS = {".git", ".cache", "outputs", "runs", ".whl", ".gl", "node_modules", "__pycache__", ".venv", "venv"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class _Negative(app.AlignedFaceRestorer):
@@ -49,7 +43,7 @@ def server(tmp_path_factory):
     """The app served by app.launch on a free loopback port (stand-in restorers: the models are not tested here)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    port = _free_port()
+    port = free_port()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(app, "rain_restorer", _stub_restorer)
         demo = app.build_demo()

@@ -12,7 +12,7 @@ embedding, and a cosine search over the registered catalogue (exact faiss index)
 Refusal: no face found, or the network's presence probability below the threshold calibrated at
 registration (`register.py`), gives `GlassesRefusal` with `REFUSAL_MESSAGE`.
 
-`search_gallery(rgb)` is the app's entry point: (list of (thumbnail, caption)) and a message.
+The app (`app.run_glasses_tab`) loads one `GlassesSearch` per process and shows its results.
 """
 
 from __future__ import annotations
@@ -207,26 +207,3 @@ def load_catalogue_index(path: str | Path, expected_model_sha256: str | None = N
                           f"loaded ones ({expected_model_sha256}); register again with "
                           f"./dev python -m models.glasses.register {path.parent}")
     return CatalogueIndex(embeddings=embeddings, product_ids=json.loads(header["product_ids"]), meta=meta)
-
-
-_SHARED: dict[str, GlassesSearch] = {}
-
-
-def search_gallery(rgb: np.ndarray, k: int = 5) -> tuple[list[tuple[np.ndarray, str]], str]:
-    """For the app: ([(thumbnail RGB, caption)] of the top-k products, message). A refused photo or
-    missing weights give an empty list and the reason as the message; nothing is raised for those."""
-    from models.hub import WeightsError
-
-    try:
-        search = _SHARED.get("default")
-        if search is None:
-            search = _SHARED["default"] = GlassesSearch.from_pretrained()
-        response = search(rgb, k)
-    except GlassesRefusal as e:
-        return [], str(e)
-    except (WeightsError, CatalogueIndexError, KeyError) as e:
-        return [], f"Glasses search is unavailable: {e}"
-    items = [(r.thumbnail(), f"{r.rank}. {r.name} ({r.product_id}), similarity {r.score:.3f}")
-             for r in response.results]
-    return items, (f"Top {len(items)} of {len(search.products):,} products for the glasses on the largest face "
-                   f"(glasses presence {response.face.presence:.2f}).")
