@@ -12,8 +12,9 @@ EPILOG = """\
 tasks: rain (heavy rain at the run's size), sr4 (size/4 -> size, bicubic down), sr8 (size/8 -> size,
 blur+down+noise+JPEG), glasses (open-set glasses search and its refusal, eval/glasses.py: --limit is
 the number of queries, default 2000; --methods, if given, must be glass_finder). Methods: identity,
-bicubic, and the models (rain_removal, hifacegan, psfrgan, dafe, bfrffusion, sr4_selfsup, sr8_teacher,
-sr8_student), which need their model cards and weights. Re-running with the same --out resumes a stopped run.
+bicubic, and the models (rain_removal, hifacegan, psfrgan, dafe, bfrffusion, sr4_selfsup, sr4_l1,
+sr8_teacher, sr8_student, sr8_student_sskd, sr8_student_nokd), which need their model cards and weights.
+Re-running with the same --out resumes a stopped run.
 """
 
 

@@ -172,9 +172,17 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("sr4_l1", "Self-supervised x4 SR, L1 only", ("sr4",), _plain_net("sr4_l1"), ("sr4_l1",),
            note="the same generator after its L1-only warm start (configs/sr/sr4_l1.yaml)"),
     Method("sr8_teacher", "KD x8 SR teacher", ("sr8",), _plain_net("sr8_teacher"), ("sr8_teacher",),
-           ("Teacher",), "LR input -> x8 output"),
+           ("Teacher",), "our DFDNet teacher (ngf 10, 64-centre K-means component dictionaries), components "
+                         "placed at the aligned-face template; configs/sr/sr8_teacher*.yaml"),
     Method("sr8_student", "KD x8 SR student (MSKD)", ("sr8",), _plain_net("sr8_student"), ("sr8_student",),
-           ("Student (MSKD)", "Student"), "LR input -> x8 output"),
+           ("Student (MSKD)", "Student"), "our dictionary-free student (ngf 5), multi-scale adversarial feature "
+                                          "KD; configs/sr/sr8_student.yaml"),
+    Method("sr8_student_sskd", "KD x8 SR student (SSKD)", ("sr8",), _plain_net("sr8_student_sskd"),
+           ("sr8_student_sskd",), ("Student (SSKD)",), "the same student, KD at the last decoder scale only; "
+                                                       "configs/sr/sr8_student_sskd.yaml"),
+    Method("sr8_student_nokd", "KD x8 SR student w/o KD", ("sr8",), _plain_net("sr8_student_nokd"),
+           ("sr8_student_nokd",), ("Student w/o KD",), "the same student trained without KD (100·MSE + "
+                                                       "20·perceptual); configs/sr/sr8_student_nokd.yaml"),
 ]}
 
 

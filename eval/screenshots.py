@@ -201,7 +201,7 @@ def rain_tab_refusal(page: Page, photo: Path) -> str:
 
 def sr_tab(page: Page, photo: Path, timeout_s: float = 300.0) -> dict[str, tuple[int, int] | None]:
     """Up-scale `photo` x4 in the Super-resolution tab; -> natural size of the downloadable result, by label."""
-    open_tab(page, "Super-resolution ×4")
+    open_tab(page, "Super-resolution ×4 / ×8")
     panel = _panel(page)
     note = panel.get_by_text("up-scaled by")
     before = note.first.inner_text() if note.count() else None

@@ -146,10 +146,9 @@ _register_trained(
 _register_trained(
     "rain128_heavy_rain", "generator", "7e0c16f28de867b76ab17eb09099638e19c7e0f9cc90d4504233bb13b7aa195b",
     "Heavy-rain removal DecompModel (Li, Tan & Cheong 2019), 128 px, trained here on heavy-rain UTKFace")
-# Not published: the diffusion restorer's first CPU training run failed (see its config); the hash is
-# filled in when a run succeeds.
+# The second run (residual x0-prediction, 1,800 steps) of the diffusion restorer; the first failed (see its config).
 _register_trained(
-    "rain128_diffusion", "generator", "0" * 64,
+    "rain128_diffusion", "generator", "913eb19e8c6d19a25059e3107c2c469f012654dd898ffa9133784fa9f160c9c3",
     "Small pixel-space diffusion restorer of BFRffusion's design (diffusers UNet + MFEM + TTPM), "
     "128 px, trained here on heavy-rain UTKFace")
 _register_trained(
@@ -162,3 +161,17 @@ _register_trained(
 _register_trained(
     "sr4_selfsup", "generator", "4e7fb6743da30c7afb5075dfa19907bcbde1e378ac8683ae92f4128d7e5e0e53",
     "Self-supervised x4 face SR generator (StarGAN v2-style), L1 + 1/2 LSGAN + perceptual, trained here")
+_register_trained(
+    "sr8_teacher", "generator", "b77a89ee14d4c6052c533dfa8e77c5287a9076b3e06db04aa91c10c9fb00dd6b",
+    "x8 face SR teacher: DFDNet (VGG-19 encoder, K-means eye/nose/mouth dictionaries, SFT decoder), ngf 10, "
+    "16 -> 128 px, trained here")
+_register_trained(
+    "sr8_student", "generator", "66813b7ffdf790eecdaa212481b69d1f418e0c9f36ce04c8fb9d389fdecc86e6",
+    "x8 face SR student: DFDNet's encoder-decoder without dictionaries, ngf 5, distilled from sr8_teacher by "
+    "multi-scale adversarial feature KD, 16 -> 128 px, trained here")
+_register_trained(
+    "sr8_student_sskd", "generator", "6a7ff379cd0eb425c913bf99386a6683abd065fd7bf6fa5b2fedb62c14ec420d",
+    "x8 face SR student (ngf 5), single-scale adversarial feature KD from sr8_teacher, trained here")
+_register_trained(
+    "sr8_student_nokd", "generator", "c2c4680229f18cf1af8c45ba70861b22a58073864df51702ddf8adca6de253a2",
+    "x8 face SR student (ngf 5) trained without KD (100·MSE + 20·perceptual), trained here")

@@ -3,6 +3,7 @@ face SR model and pasted into the bicubic up-scaled photo.
 
     upscaler = FaceUpscaler()                     # x4, the self-supervised model (published_x4_card())
     result = upscale_photo(rgb, upscaler)        # result.image: 4H×4W×3 uint8, result.bicubic beside it
+    upscale_photo(rgb, FaceUpscaler("sr8_student"))  # x8: the distilled, dictionary-free student
 
 A face is cropped on the alignment template at the size where one crop pixel is one photo pixel (at
 least ``MIN_FACE`` and at most ``MAX_FACE`` px), so the model sees it at its true resolution; its
@@ -22,7 +23,7 @@ from models.face.paste import paste_back
 from models.image_io import shrink_to
 
 MIN_FACE, MAX_FACE = 16, 128  # side of the aligned LR crop, px
-MAX_INPUT_SIDE = 512  # larger photos are reduced first: x4 of them would pass 2048 px
+MAX_OUTPUT_SIDE = 2048  # larger photos are reduced first, to 2048/scale px (512 for x4, 256 for x8)
 X4_CARDS = ("sr4_selfsup", "sr4_l1")  # the paper-loss model, else its L1-only warm start
 
 
@@ -97,7 +98,7 @@ def upscale_photo(rgb: np.ndarray, upscaler: FaceUpscaler, detector: FaceDetecto
     """x``upscaler.scale`` of an H×W×3 uint8 photo; a photo without a face comes back all bicubic, with a note."""
     notes = []
     h, w = rgb.shape[:2]
-    rgb = shrink_to(rgb, MAX_INPUT_SIDE)
+    rgb = shrink_to(rgb, MAX_OUTPUT_SIDE // upscaler.scale)
     if rgb.shape[:2] != (h, w):
         notes.append(f"The photo ({w}×{h} px) was reduced to {rgb.shape[1]}×{rgb.shape[0]} px first: "
                      f"×{upscaler.scale} is meant for small photos.")

@@ -7,8 +7,8 @@
   so images run one at a time and none influences another;
 * ``"rain_removal"`` — Li, Tan & Cheong's DecompModel (``rain128_heavy_rain``), its refined ``clean``
   output;
-* ``"diffusion"`` — the small BFRffusion-style diffusion restorer (``rain128_diffusion``), DDIM with the
-  initial noise of each face from its own seed.
+* ``"diffusion"`` — the small BFRffusion-style diffusion restorer (``rain128_diffusion``): it samples the
+  residual from the rainy face to the clean one by DDIM, the initial noise of each face from its own seed.
 
 Weights resolve through ``models.hub`` model cards. Faces of other sizes are resized to 128 px and back.
 """

@@ -46,7 +46,7 @@ def test_ours_and_published_rows_are_labelled_and_read_from_the_file(results: Pa
     ours = frame[frame["source"] == app.OURS_LABEL]
     published = frame[frame["source"].str.startswith(app.PUBLISHED_LABEL)]
     assert len(ours) + len(published) == len(frame)
-    assert list(ours["method"]) == ["identity", "rain_removal", "hifacegan", "psfrgan", "dafe"]
+    assert list(ours["method"]) == ["identity", "rain_removal", "hifacegan", "bfrffusion", "psfrgan", "dafe"]
     assert set(published["source"]) == {f"{app.PUBLISHED_LABEL} [dafe_table1]"}
     assert "DAFE (proposed)" in set(published["method"])
     psnr = "PSNR (RGB) ↑"

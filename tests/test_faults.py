@@ -297,7 +297,7 @@ def test_corrupt_weights_disable_only_their_method_in_the_app(weights_dir: Path,
     # Real loading through the cards (not the app's process-wide cache, which may hold models already).
     monkeypatch.setattr(app, "rain_restorer", functools.lru_cache(maxsize=None)(app.load_rain_model))
     ready, failed = app.available_rain_methods()
-    assert set(ready) == {"dafe", "psfrgan", "rain_removal"}
+    assert set(ready) == {"dafe", "psfrgan", "rain_removal", "diffusion"}
     assert "sha256" in failed["hifacegan"] and "rain128_hifacegan" in failed["hifacegan"]
 
     image, *outs, crops, note = app.run_rain_tab(str(EXAMPLE), False, 0, 0.5)

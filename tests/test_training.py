@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from models.data import build_cache
 from models.training.data import StepBatches
-from models.training.runner import TrainingError, run
+from models.training.runner import EMA, TrainingError, run
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "rain"
 CHAIN = ["parsenet", "psfrgan_base", "psfrgan", "dafe_stage0", "dafe_stage1", "dafe"]
@@ -100,3 +100,19 @@ def test_step_batches_resume_mid_epoch() -> None:
     assert list(StepBatches(10, 3, seed=5, start=4, steps=8)) == full[4:]
     assert sorted(i for b in full[:3] for i, _ in b) == sorted(set(i for b in full[:3] for i, _ in b))
     assert {e for b in full for _, e in b} == {0, 1, 2}
+
+
+def test_ema_averages_parameters_and_copies_buffers() -> None:
+    net = torch.nn.Sequential(torch.nn.utils.spectral_norm(torch.nn.Conv2d(2, 3, 3)), torch.nn.BatchNorm2d(3))
+    ema = EMA(net, 0.9)
+    x = torch.randn(4, 2, 8, 8)
+    for step in range(5):
+        net(x)  # train mode: a power iteration and new BatchNorm statistics
+        with torch.no_grad():
+            net[0].weight_orig.add_(0.1)
+        ema.update(net, step)
+    live, averaged = net.state_dict(), ema.net.state_dict()
+    assert torch.equal(live["0.weight_u"], averaged["0.weight_u"])
+    assert torch.equal(live["1.running_mean"], averaged["1.running_mean"])
+    assert not torch.allclose(live["0.weight_orig"], averaged["0.weight_orig"])
+    assert abs(float(averaged["0.weight_u"].norm()) - 1) < 1e-5  # eval-mode spectral norm relies on it

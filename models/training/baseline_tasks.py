@@ -9,7 +9,7 @@ in the checkpoint; the network named ``generator`` is exported), their optimizer
 * ``heavy_rain``: DecompModel (Li, Tan & Cheong 2019), rainy face in [0,1] → clean face in [0,1], with
   L1 on the refined output and on its decomposition, the targets rebuilt from the degradation's own
   parameters (:class:`HeavyRainTargets`).
-* ``diffusion_restorer``: SmallBFRffusion, the v-prediction loss of ``SmallBFRffusion.diffusion_loss``.
+* ``diffusion_restorer``: SmallBFRffusion, the residual x0-prediction loss of ``SmallBFRffusion.diffusion_loss``.
 """
 from __future__ import annotations
 
@@ -127,7 +127,8 @@ _NOISE_SEED_OFFSET = 0x5DEECE66D
 
 
 class DiffusionRestorerTask(Task):
-    """SmallBFRffusion: v-prediction MSE at one timestep per face (noise and timestep from its seed)."""
+    """SmallBFRffusion: MSE of the predicted clean residual at one timestep per face (noise and timestep from
+    its seed)."""
 
     def __init__(self, cfg: dict[str, Any], device: torch.device, frozen: dict[str, nn.Module]) -> None:
         self.device = device
@@ -142,7 +143,7 @@ class DiffusionRestorerTask(Task):
         loss = self.nets["generator"].diffusion_loss(batch["clean"].to(self.device), batch["lq"].to(self.device),
                                                      seeds)
         optimizer_step(self.optimizers["generator"], loss, self.params, self.clip)
-        return {"v_mse": loss.item()}
+        return {"residual_mse": loss.item()}
 
 
 BASELINE_TASKS: dict[str, type[Task]] = {

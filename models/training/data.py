@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -22,13 +23,18 @@ def sample_seed(run_seed: int, epoch: int, index: int) -> int:
 
 
 class FaceItems(Dataset):
-    """(index, epoch) → dict(clean [3,S,S] in [0,1], parsing [S,S] int64, seed); first `limit` faces only."""
+    """(index, epoch) → dict(clean [3,S,S] in [0,1], parsing [S,S] int64, points [5,2] (the face's five
+    landmarks in aligned pixels), seed); first `limit` faces only."""
 
     def __init__(self, set: str, size: int, split: str, run_seed: int, limit: int | None = None,
                  root: str | None = None) -> None:
         self.faces = AlignedFaces(set, size, split, with_parsing=True, root=root)
         self.n = len(self.faces) if limit is None else min(limit, len(self.faces))
         self.run_seed = run_seed
+        index = self.faces.index
+        affine = np.asarray(index["affine"], np.float32)[self.faces.rows]
+        source = np.asarray(index["points"], np.float32)[self.faces.rows]
+        self.points = np.einsum("nij,nkj->nki", affine[:, :, :2], source) + affine[:, None, :, 2]
 
     def __len__(self) -> int:
         return self.n
@@ -36,7 +42,7 @@ class FaceItems(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         index, epoch = key
         item = self.faces[index]
-        return {"clean": item["image"], "parsing": item["parsing"],
+        return {"clean": item["image"], "parsing": item["parsing"], "points": torch.from_numpy(self.points[index]),
                 "seed": sample_seed(self.run_seed, epoch, index)}
 
 
@@ -78,7 +84,7 @@ class DegradeCollate:
         with torch.no_grad():
             lq = self._deg(clean, seeds).clamp(0, 1)
         return {"clean": clean, "lq": lq, "parsing": torch.stack([it["parsing"] for it in items]),
-                "seed": torch.tensor(seeds)}
+                "points": torch.stack([it["points"] for it in items]), "seed": torch.tensor(seeds)}
 
 
 def _one_thread(_: int) -> None:

@@ -24,10 +24,11 @@ from models.hub import REPO_ROOT
 from models.registry import build_network
 from models.training.baseline_tasks import BASELINE_TASKS
 from models.training.data import batch_loader
+from models.training.kd_tasks import KD_TASKS
 from models.training.sr_tasks import SR_TASKS
 from models.training.tasks import TASKS as CORE_TASKS
 
-TASKS = {**CORE_TASKS, **BASELINE_TASKS, **SR_TASKS}
+TASKS = {**CORE_TASKS, **BASELINE_TASKS, **SR_TASKS, **KD_TASKS}
 
 
 class TrainingError(RuntimeError):
@@ -73,12 +74,18 @@ def load_exported(weights_dir: Path, name: str, device: torch.device) -> nn.Modu
 
 
 def _apply_init(task: Any, init: list[dict[str, Any]], runs_dir: Path) -> None:
-    """Copy weights from earlier runs' final ``params``: ``{net, run, source_net, prefix}``; with a
-    prefix the source keys land under it (e.g. PSFRGAN's generator inside a DAFEGenerator)."""
+    """Copy weights from earlier runs' final ``params``: ``{net, run, source_net, prefix, weights}``; with a
+    prefix the source keys land under it (e.g. PSFRGAN's generator inside a DAFEGenerator); ``weights:
+    params_ema`` takes the exported weights instead (EMA parameters, the live network's buffers)."""
     for spec in init:
-        source = _checkpoint(runs_dir, spec["run"])["params"][spec.get("source_net", spec["net"])]
+        ckpt = _checkpoint(runs_dir, spec["run"])
+        net_name = spec.get("source_net", spec["net"])
+        source = ckpt["params"][net_name]
         prefix = spec.get("prefix", "")
         target = task.nets[spec["net"]]
+        if spec.get("weights", "params") == "params_ema":
+            buffers = {k[len(prefix):] for k, _ in target.named_buffers() if k.startswith(prefix)}
+            source = {k: v if k in buffers else ckpt["params_ema"][net_name][k] for k, v in source.items()}
         missing, unexpected = target.load_state_dict({prefix + k: v for k, v in source.items()}, strict=False)
         if unexpected:
             raise TrainingError(f"init of {spec['net']!r} from run {spec['run']!r}: keys not in the network: "
@@ -90,8 +97,10 @@ def _apply_init(task: Any, init: list[dict[str, Any]], runs_dir: Path) -> None:
 
 
 class EMA:
-    """Exponential moving average of a network's parameters and buffers; the decay ramps up as
-    min(decay, (1 + n) / (10 + n)) so short runs are not dominated by the initial weights."""
+    """Exponential moving average of a network's parameters; the decay ramps up as
+    min(decay, (1 + n) / (10 + n)) so short runs are not dominated by the initial weights. Buffers
+    (BatchNorm statistics, spectral norm's power-iteration vectors) are copies of the live network's: an
+    average of unit vectors is not a unit vector, and eval-mode spectral norm would mis-scale its weights."""
 
     def __init__(self, net: nn.Module, decay: float) -> None:
         self.net = copy.deepcopy(net).eval().requires_grad_(False)
@@ -100,12 +109,16 @@ class EMA:
     @torch.no_grad()
     def update(self, net: nn.Module, step: int) -> None:
         d = min(self.decay, (1 + step) / (10 + step))
-        ema_state = self.net.state_dict()
-        for k, v in net.state_dict().items():
-            if v.dtype.is_floating_point:
-                ema_state[k].mul_(d).add_(v.detach(), alpha=1 - d)
-            else:
-                ema_state[k].copy_(v)
+        ema_params = dict(self.net.named_parameters())
+        for k, v in net.named_parameters():
+            ema_params[k].mul_(d).add_(v.detach(), alpha=1 - d)
+        self.sync_buffers(net)
+
+    @torch.no_grad()
+    def sync_buffers(self, net: nn.Module) -> None:
+        ema_buffers = dict(self.net.named_buffers())
+        for k, v in net.named_buffers():
+            ema_buffers[k].copy_(v)
 
 
 def _plot_curves(log_path: Path, out: Path, title: str) -> None:
@@ -134,7 +147,10 @@ def _export(cfg: dict[str, Any], config_path: Path, run_dir: Path, ema: dict[str
 
     folder = weights_dir / cfg["name"]
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in ema[task.export].net.state_dict().items()}
+    # `export_dtype: float16` halves the file (loading casts back to the network's float32).
+    dtype = getattr(torch, cfg.get("export_dtype", "float32"))
+    state = {k: v.detach().cpu().to(dtype if v.is_floating_point() else v.dtype).contiguous()
+             for k, v in ema[task.export].net.state_dict().items()}
     save_file(state, folder / "model.safetensors", metadata={"config_hash": config_hash(cfg), "weights": "params_ema"})
     shutil.copyfile(config_path, folder / "config.yaml")
     shutil.copyfile(run_dir / "log.jsonl", folder / "train_log.jsonl")
@@ -181,6 +197,7 @@ def run(config_path: str | Path, *, device: str | None = None, workers: int = 1,
     if start:
         for name in task.ema_nets:
             ema[name].net.load_state_dict(ckpt["params_ema"][name])
+            ema[name].sync_buffers(task.nets[name])
     # Keep only the log lines of steps the checkpoint includes (a killed run may have logged past it).
     kept = [ln for ln in log_path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= start]
     log_path.write_text("".join(ln + "\n" for ln in kept))
