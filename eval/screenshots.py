@@ -185,9 +185,11 @@ def rain_tab(page: Page, photo: Path, rain: bool = False, timeout_s: float = 300
     wait_until(page, lambda: note.count() and note.first.inner_text() != before, timeout_s, "the Rain tab's result")
     labels = ["Input as processed", *RAIN_METHODS.values()]
 
-    def shown() -> dict | None:  # the images come with the note, then the browser fetches them
+    def shown() -> dict | None:  # the images come with the note, then the browser fetches them one by one
+        text = panel.inner_text()  # the note's paragraphs, among them "<method> is unavailable: ..."
+        expected = [label for label in labels if f"{label} is unavailable" not in text]
         sizes = image_sizes(page, labels)
-        return sizes if sizes.get("Input as processed") and sizes.get(RAIN_METHODS["dafe"]) else None
+        return sizes if all(sizes.get(label) for label in expected) else None
 
     return wait_until(page, shown, 30, "the Rain tab's images")
 
