@@ -76,7 +76,7 @@ class DFDNetTeacher(nn.Module):
                     n = part_feature_size(part, image_size, stride)
                     self.register_buffer(f"dict_{part}_{name}", torch.zeros(dict_size, ch, n, n))
 
-    def part_boxes(self, points5: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:
+    def component_centres(self, points5: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:
         """[B,4,2] component centres in output pixels."""
         if points5 is None:
             from models.face.align import face_template
@@ -102,16 +102,12 @@ class DFDNetTeacher(nn.Module):
                 out[b:b + 1, :, y0:y0 + n, x0:x0 + n] = attn * chosen + patch
         return out
 
-    def encode(self, lr: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        x = upsample_input(lr, self.scale)
-        return x, self.VggExtract(x)
-
     def forward(self, lr: torch.Tensor, points5: torch.Tensor | None = None,
                 return_features: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
-        x, feats = self.encode(lr)
-        styles = feats
+        x = upsample_input(lr, self.scale)
+        feats = styles = self.VggExtract(x)
         if self.dict_size:
-            centres = self.part_boxes(points5, lr.shape[0], lr.device)
+            centres = self.component_centres(points5, lr.shape[0], lr.device)
             styles = [self._swap(f, i, centres) for i, f in enumerate(feats)]
         out, decoded = decode(self, x, feats, styles, (lr.shape[-2] * self.scale, lr.shape[-1] * self.scale))
         return (out, decoded) if return_features else out

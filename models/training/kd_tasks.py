@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.registry import build_network
+from models.training import losses
 from models.training.tasks import Task, _adam, _select_trainable, optimizer_step, to_signed
 
 
@@ -99,11 +100,12 @@ class KDStudentTask(Task):
                 _, teacher_feats = self.teacher(lq, points, return_features=True)
             adapters, discs = self.nets["adapters"], self.nets["discriminators"]
             mapped = {i: adapters[i](feats[i]) for i in self.kd_scales}
-            loss_d = sum(0.5 * (discs[i](teacher_feats[i]) - 1).pow(2).mean() + 0.5 * discs[i](mapped[i].detach()).pow(2).mean()
-                         for i in self.kd_scales)
+            n = len(self.kd_scales)  # losses.lsgan_* average over scales; the paper's KD sums them
+            loss_d = n * losses.lsgan_d([[discs[i](teacher_feats[i])] for i in self.kd_scales],
+                                        [[discs[i](mapped[i].detach())] for i in self.kd_scales])
             optimizer_step(self.optimizers["discriminators"], loss_d)
             logged["d_lsgan"] = loss_d.item()
-            terms["kd_adversarial"] = sum((discs[i](mapped[i]) - 1).pow(2).mean() for i in self.kd_scales)
+            terms["kd_adversarial"] = n * losses.lsgan_g([[discs[i](mapped[i])] for i in self.kd_scales])
             terms["kd_feature"] = sum(F.mse_loss(mapped[i], teacher_feats[i]) for i in self.kd_scales)
         weights = {"mse": w["mse"], "perceptual": w["perceptual"], "kd_adversarial": w.get("kd_adversarial", 0.0),
                    "kd_feature": w.get("kd_feature", 0.0)}
