@@ -70,3 +70,18 @@ def test_restore_photo_command(tmp_path) -> None:
     Image.new("RGB", (200, 160), (90, 90, 90)).save(blank)
     with pytest.raises(SystemExit, match="No face found"):
         main([str(blank), "--out", str(tmp_path / "x.png")])
+
+
+def test_dafe_diagnosis_scores_the_inference_path(rainy_lfw) -> None:
+    from eval.dafe_diagnosis import diagnose
+
+    rainy, clean = rainy_lfw
+    result = diagnose("lfw", 6, batch_size=4)
+    per_face = result["per_face"]
+    assert result["faces"] == 6 and all(len(v) == 6 for v in per_face.values())
+    for row, variant in (("dafe_lq", "dafe"), ("psfrgan", "psfrgan")):
+        expected = RainFaceRestorer(variant).restore_tensor(rainy[:6])
+        for i in range(6):
+            assert per_face[row][i] == pytest.approx(_psnr(expected[i:i + 1], clean[i:i + 1]), abs=0.01)
+    assert per_face["dafe_hq"] != per_face["dafe_lq"] and per_face["dafe_none"] != per_face["dafe_lq"]
+    assert all(e > 0 for e in per_face["embedding_rel_error"])
