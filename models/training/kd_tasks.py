@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from models.registry import build_network
 from models.training import losses
-from models.training.tasks import Task, _adam, _select_trainable, optimizer_step, to_signed
+from models.training.tasks import Task, _adam, _select_trainable, build_generator, optimizer_step, to_signed
 
 
 def _pairs(batch: dict[str, torch.Tensor], device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -35,9 +35,8 @@ def _pairs(batch: dict[str, torch.Tensor], device: torch.device) -> tuple[torch.
 class KDTeacherTask(Task):
     def __init__(self, cfg: dict[str, Any], device: torch.device, frozen: dict[str, nn.Module]) -> None:
         self.device = device
-        gen = build_network(dict(cfg["networks"]["generator"])).to(device)
-        self.nets = {"generator": gen}
-        self.optimizers = {"generator": _adam(_select_trainable(gen, cfg.get("train")), cfg["optim"]["generator"])}
+        gen, optimizer = build_generator(cfg, device)
+        self.nets, self.optimizers = {"generator": gen}, {"generator": optimizer}
         self.dictionary = cfg.get("dictionary")
         self.weights = cfg["losses"]
 

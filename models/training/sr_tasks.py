@@ -22,7 +22,7 @@ from models.degradations import create_degradation
 from models.degradations.resize import downscale_bicubic
 from models.registry import build_network
 from models.training import losses
-from models.training.tasks import Task, _adam, _select_trainable, optimizer_step, to_signed
+from models.training.tasks import Task, _adam, build_generator, optimizer_step, to_signed
 
 # Decorrelates rotations and the extra pairs' corruptions from the loader's draws (same face seeds).
 _ROTATION_SEED_OFFSET, _EXTRA_SEED_OFFSET = 0x9E3779B9, 0x2545F491
@@ -47,9 +47,8 @@ class SelfSupSRTask(Task):
 
     def __init__(self, cfg: dict[str, Any], device: torch.device, frozen: dict[str, nn.Module]) -> None:
         self.device = device
-        gen = build_network(dict(cfg["networks"]["generator"])).to(device)
-        self.nets = {"generator": gen}
-        self.optimizers = {"generator": _adam(_select_trainable(gen, cfg.get("train")), cfg["optim"]["generator"])}
+        gen, optimizer = build_generator(cfg, device)
+        self.nets, self.optimizers = {"generator": gen}, {"generator": optimizer}
         if "discriminator" in cfg["networks"]:
             disc = build_network(dict(cfg["networks"]["discriminator"])).to(device)
             self.nets["discriminator"] = disc

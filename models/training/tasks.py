@@ -49,16 +49,21 @@ def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params: list[
     opt.step()
 
 
+def build_generator(cfg: dict[str, Any], device: torch.device, default_train: list[str] | None = None
+                    ) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """The config's ``networks.generator`` and an Adam over its ``train`` prefixes (`default_train` when the
+    config has none; None: everything)."""
+    gen = build_network(dict(cfg["networks"]["generator"])).to(device)
+    return gen, _adam(_select_trainable(gen, cfg.get("train", default_train)), cfg["optim"]["generator"])
+
+
 def build_gan(cfg: dict[str, Any], device: torch.device
               ) -> tuple[dict[str, nn.Module], dict[str, torch.optim.Optimizer]]:
     """``generator`` and ``discriminator`` from the config's networks, with an Adam each (the generator's
     over its ``train`` prefixes only)."""
-    gen = build_network(dict(cfg["networks"]["generator"])).to(device)
+    gen, gen_opt = build_generator(cfg, device)
     disc = build_network(dict(cfg["networks"]["discriminator"])).to(device)
-    optimizers = {
-        "generator": _adam(_select_trainable(gen, cfg.get("train")), cfg["optim"]["generator"]),
-        "discriminator": _adam(list(disc.parameters()), cfg["optim"]["discriminator"]),
-    }
+    optimizers = {"generator": gen_opt, "discriminator": _adam(list(disc.parameters()), cfg["optim"]["discriminator"])}
     return {"generator": gen, "discriminator": disc}, optimizers
 
 
@@ -172,10 +177,8 @@ class DAFEAlignTask(Task):
 
     def __init__(self, cfg: dict[str, Any], device: torch.device, frozen: dict[str, nn.Module]) -> None:
         self.device = device
-        gen = build_network(dict(cfg["networks"]["generator"])).to(device)
-        self.nets = {"generator": gen}
-        self.optimizers = {"generator": _adam(_select_trainable(gen, cfg.get("train", ["lq_encoder."])),
-                                              cfg["optim"]["generator"])}
+        gen, optimizer = build_generator(cfg, device, default_train=["lq_encoder."])
+        self.nets, self.optimizers = {"generator": gen}, {"generator": optimizer}
         self.lq_init = cfg.get("lq_init")
 
     def on_fresh_start(self) -> None:
