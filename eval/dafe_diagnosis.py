@@ -22,14 +22,11 @@ SETS = {"lfw": "LFW test", "utkface": "UTKFace validation"}
 ROWS = ("psfrgan", "dafe_lq", "dafe_hq", "dafe_none")
 
 
-def _psnr(y: torch.Tensor, gt: torch.Tensor) -> list[float]:
-    mse = ((y.clamp(0, 1) - gt) ** 2).mean(dim=(1, 2, 3))
-    return (10 * torch.log10(1 / mse)).tolist()
-
-
 @torch.no_grad()
 def diagnose(dataset: str, limit: int, batch_size: int = 25) -> dict:
-    """Per-face PSNR of each row and the LQ embedding's relative error on `limit` faces of `dataset`."""
+    """Per-face PSNR (the eval's ``psnr`` metric, one face at a time as the eval scores) of each row and the
+    LQ embedding's relative error on `limit` faces of `dataset`."""
+    from eval.metrics import create_metric
     from eval.tasks import image_seed, open_faceset
     from models.archs.parsenet_arch import parsing_one_hot
     from models.degradations import create_degradation
@@ -38,7 +35,7 @@ def diagnose(dataset: str, limit: int, batch_size: int = 25) -> dict:
     faces = open_faceset(dataset, 128, limit)
     rain = create_degradation("heavy_rain")
     dafe, psfrgan = RainFaceRestorer("dafe"), RainFaceRestorer("psfrgan")
-    gen = dafe.generator
+    gen, psnr = dafe.generator, create_metric("psnr")
     out: dict[str, list[float]] = {row: [] for row in (*ROWS, "embedding_rel_error")}
     for start in range(0, len(faces.files), batch_size):
         indices = list(range(start, min(len(faces.files), start + batch_size)))
@@ -49,11 +46,16 @@ def diagnose(dataset: str, limit: int, batch_size: int = 25) -> dict:
         lq = rain(gt, seeds).clamp(0, 1)
         signed, clean = lq * 2 - 1, gt * 2 - 1
         parsing = parsing_one_hot(dafe.parser, signed)
+
+        def scores(y: torch.Tensor) -> list[float]:
+            y = y.clamp(0, 1)
+            return [float(psnr(y[i:i + 1], gt[i:i + 1])) for i in range(len(y))]
+
+        out["psfrgan"] += scores(psfrgan.restore_tensor(lq, seeds))
+        out["dafe_lq"] += scores((gen(signed, parsing) + 1) / 2)
+        out["dafe_hq"] += scores((gen(signed, parsing, hq=clean) + 1) / 2)
+        out["dafe_none"] += scores((gen.generator(signed, parsing) + 1) / 2)
         v_lq, v_hq = gen.embed(signed), gen.embed_hq(clean)
-        out["psfrgan"] += _psnr(psfrgan.restore_tensor(lq, seeds), gt)
-        out["dafe_lq"] += _psnr((gen.generator(signed, parsing, style_deltas=gen.dafe_head(v_lq)) + 1) / 2, gt)
-        out["dafe_hq"] += _psnr((gen.generator(signed, parsing, style_deltas=gen.dafe_head(v_hq)) + 1) / 2, gt)
-        out["dafe_none"] += _psnr((gen.generator(signed, parsing) + 1) / 2, gt)
         out["embedding_rel_error"] += ((v_lq - v_hq).pow(2).sum(1) / v_hq.pow(2).sum(1)).tolist()
     return {"dataset": dataset, "faces": len(out["psfrgan"]), "per_face": out,
             "mean": {k: float(np.mean(v)) if v else float("nan") for k, v in out.items()}}
