@@ -138,7 +138,7 @@ _register_trained(
     "rain128_psfrgan", "generator", "dcee440689596a2a4f13a3b269cd04daa238add6221ed7d81e89b3516377a058",
     "PSFRGAN generator, 128 px, trained here on heavy-rain UTKFace (the DAFE ablation)")
 _register_trained(
-    "rain128_dafe", "generator", "e576f4a47992780c1f42b58ec10acba411c5e10c4a758d502defcd08c1cf1708",
+    "rain128_dafe", "generator", "4191272ca52c7780347f8e13acc2deaed5106657f41777f46eecf3528b902e6e",
     "DAFE generator (PSFRGAN + degradation-agnostic feature embedding), 128 px, trained here")
 _register_trained(
     "rain128_hifacegan", "generator", "f9b029ce697a910b778f2525c81b436cfad131f529eb8d850b52ecead12e2ede",

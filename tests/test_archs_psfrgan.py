@@ -140,6 +140,17 @@ def test_dafe_shapes_and_gradients():
         assert fc.weight.grad is not None and fc.weight.grad.abs().sum() > 0
 
 
+
+def test_dafe_encoder_input_size_embeds_the_area_downsampled_face():
+    torch.manual_seed(0)
+    model = DAFEGenerator(**TINY_DAFE, encoder_input=32)
+    lq, _ = faces()
+    small = F.avg_pool2d(lq, lq.shape[-1] // 32)
+    assert torch.allclose(model.embed(lq), model.embed(small), atol=1e-6)
+    assert torch.allclose(model.embed_hq(lq), model.embed_hq(small), atol=1e-6)
+    model.lq_encoder.input_size = None  # without it, the full-size face gives another embedding
+    assert not torch.allclose(model.embed(lq), model.embed(small), atol=1e-3)
+
 def test_generator_rejects_bad_style_deltas():
     model = PSFRGenerator(**TINY_G)
     lq, parsing = faces(batch=1)

@@ -9,7 +9,9 @@ trained v comes from the HQ encoder; at inference from the LQ encoder.
 The paper does not give the encoder; ours is a small plain conv net (no normalisation, so batches
 of a few faces behave) with global average pooling, sized for 128 px training on a small budget:
 defaults 32→64→128→128→128 channels over 4 stride-2 stages and a 256-d embedding (≈0.9M params per
-encoder); it accepts any input size.
+encoder); it accepts any input size. With ``input_size`` the face is first area-down-sampled to that size:
+the embedding then describes the face's overall appearance (colour, light, shape) more than its fine
+detail, which heavy rain destroys and the LQ encoder cannot recover.
 
 ``DAFEGenerator`` keeps the PSFRGAN generator under ``generator.`` with its own keys unchanged, so
 ``model.generator.load_state_dict(official_psfrgan_state_dict, strict=True)`` works; the extra parts
@@ -22,6 +24,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from models.archs.psfrgan_arch import PSFRGenerator, StyleDelta
 from models.registry import ARCH_REGISTRY
@@ -30,10 +33,13 @@ _LEAKY_SLOPE = 0.2
 
 
 class DAFEEncoder(nn.Module):
-    """Face image [B,3,H,W] in [-1,1] → embedding [B, embed_dim]."""
+    """Face image [B,3,H,W] in [-1,1] → embedding [B, embed_dim] (of the face resized to ``input_size``
+    by area averaging, when given)."""
 
-    def __init__(self, embed_dim: int = 256, base_ch: int = 32, max_ch: int = 128, num_down: int = 4) -> None:
+    def __init__(self, embed_dim: int = 256, base_ch: int = 32, max_ch: int = 128, num_down: int = 4,
+                 input_size: int | None = None) -> None:
         super().__init__()
+        self.input_size = input_size
         layers: list[nn.Module] = [nn.Conv2d(3, base_ch, 3, padding=1), nn.LeakyReLU(_LEAKY_SLOPE)]
         width = base_ch
         for _ in range(num_down):
@@ -48,6 +54,8 @@ class DAFEEncoder(nn.Module):
         self.fc = nn.Linear(width, embed_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_size is not None and x.shape[-2:] != (self.input_size, self.input_size):
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="area")
         return self.fc(self.features(x).mean(dim=(2, 3)))
 
 
@@ -79,7 +87,8 @@ class DAFEGenerator(nn.Module):
 
     Args:
         generator: keyword arguments of ``PSFRGenerator`` (its defaults: the official 512 px model).
-        embed_dim, encoder_ch, encoder_max_ch, encoder_down: see ``DAFEEncoder``.
+        embed_dim, encoder_ch, encoder_max_ch, encoder_down, encoder_input (its ``input_size``): see
+            ``DAFEEncoder``.
     """
 
     def __init__(
@@ -89,10 +98,12 @@ class DAFEGenerator(nn.Module):
         encoder_ch: int = 32,
         encoder_max_ch: int = 128,
         encoder_down: int = 4,
+        encoder_input: int | None = None,
     ) -> None:
         super().__init__()
         self.generator = PSFRGenerator(**(generator or {}))
-        enc_args = dict(embed_dim=embed_dim, base_ch=encoder_ch, max_ch=encoder_max_ch, num_down=encoder_down)
+        enc_args = dict(embed_dim=embed_dim, base_ch=encoder_ch, max_ch=encoder_max_ch, num_down=encoder_down,
+                        input_size=encoder_input)
         self.hq_encoder = DAFEEncoder(**enc_args)
         self.lq_encoder = DAFEEncoder(**enc_args)
         self.dafe_head = DAFEStyleHead(embed_dim, self.generator.style_channels)
