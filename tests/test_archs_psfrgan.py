@@ -140,7 +140,6 @@ def test_dafe_shapes_and_gradients():
         assert fc.weight.grad is not None and fc.weight.grad.abs().sum() > 0
 
 
-
 def test_dafe_encoder_input_size_embeds_the_area_downsampled_face():
     torch.manual_seed(0)
     model = DAFEGenerator(**TINY_DAFE, encoder_input=32)
@@ -150,6 +149,7 @@ def test_dafe_encoder_input_size_embeds_the_area_downsampled_face():
     assert torch.allclose(model.embed_hq(lq), model.embed_hq(small), atol=1e-6)
     model.lq_encoder.input_size = None  # without it, the full-size face gives another embedding
     assert not torch.allclose(model.embed(lq), model.embed(small), atol=1e-3)
+
 
 def test_generator_rejects_bad_style_deltas():
     model = PSFRGenerator(**TINY_G)
