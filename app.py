@@ -158,9 +158,8 @@ def compare_rain(method: str, before, *after):
 _X4 = published_x4_card() or X4_CARDS[0]
 SR_MODELS = {
     "x4": (_X4, "Self-supervised ×4 (ours)" if _X4 == "sr4_selfsup" else "Self-supervised ×4, L1 stage (ours)"),
-    # x8: the dictionary-free student that measured best on LFW (README, x8 section); at our scale the
-    # distilled ones trail it.
-    "x8": ("sr8_student_nokd", "×8 dictionary-free student (ours)"),
+    # x8: the distilled (MSKD) dictionary-free student, the best student on LFW (README, x8 section).
+    "x8": ("sr8_student", "×8 distilled dictionary-free student (ours)"),
 }
 SR_EXAMPLES_DIR = EXAMPLES_DIR / "sr"
 

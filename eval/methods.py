@@ -176,10 +176,11 @@ METHODS: dict[str, Method] = {m.name: m for m in [
                          "placed at the aligned-face template; configs/sr/sr8_teacher*.yaml"),
     Method("sr8_student", "KD x8 SR student (MSKD)", ("sr8",), _plain_net("sr8_student"), ("sr8_student",),
            ("Student (MSKD)", "Student"), "our dictionary-free student (ngf 5), multi-scale adversarial feature "
-                                          "KD; configs/sr/sr8_student.yaml"),
+                                          "KD (weights 0.001 / 0.02) + teacher-output MSE; "
+                                          "configs/sr/sr8_student.yaml"),
     Method("sr8_student_sskd", "KD x8 SR student (SSKD)", ("sr8",), _plain_net("sr8_student_sskd"),
-           ("sr8_student_sskd",), ("Student (SSKD)",), "the same student, KD at the last decoder scale only; "
-                                                       "configs/sr/sr8_student_sskd.yaml"),
+           ("sr8_student_sskd",), ("Student (SSKD)",), "the same student and loss, feature KD at the last "
+                                                       "decoder scale only; configs/sr/sr8_student_sskd.yaml"),
     Method("sr8_student_nokd", "KD x8 SR student w/o KD", ("sr8",), _plain_net("sr8_student_nokd"),
            ("sr8_student_nokd",), ("Student w/o KD",), "the same student trained without KD (100·MSE + "
                                                        "20·perceptual); configs/sr/sr8_student_nokd.yaml"),

@@ -166,11 +166,11 @@ _register_trained(
     "x8 face SR teacher: DFDNet (VGG-19 encoder, K-means eye/nose/mouth dictionaries, SFT decoder), ngf 10, "
     "16 -> 128 px, trained here")
 _register_trained(
-    "sr8_student", "generator", "66813b7ffdf790eecdaa212481b69d1f418e0c9f36ce04c8fb9d389fdecc86e6",
+    "sr8_student", "generator", "20b8ca316cc4b29d652f08f4247f58148e99c9753fc13832c69dc4c08a437a3c",
     "x8 face SR student: DFDNet's encoder-decoder without dictionaries, ngf 5, distilled from sr8_teacher by "
     "multi-scale adversarial feature KD, 16 -> 128 px, trained here")
 _register_trained(
-    "sr8_student_sskd", "generator", "6a7ff379cd0eb425c913bf99386a6683abd065fd7bf6fa5b2fedb62c14ec420d",
+    "sr8_student_sskd", "generator", "a8b2c127e9d19b4a26e6ea5d0b6658b105af33f12f23484814c542dd30358b14",
     "x8 face SR student (ngf 5), single-scale adversarial feature KD from sr8_teacher, trained here")
 _register_trained(
     "sr8_student_nokd", "generator", "c2c4680229f18cf1af8c45ba70861b22a58073864df51702ddf8adca6de253a2",

@@ -15,6 +15,7 @@ from layout import assert_matches_layout, load_manifest
 from models.archs.dfdnet_arch import DFDNetTeacher
 from models.archs.kd_student_arch import KDStudentSR
 from models.data import build_cache
+from models.face.align import face_template
 from models.training import runner
 from models.training.kd_dictionary import build_dictionary, kmeans
 
@@ -138,9 +139,28 @@ def test_students_train_with_their_kd_terms(tiny_chain: Path) -> None:
     assert set(_log(tiny_chain, "sr8_student_nokd")[0]) == {"step", "seconds", "mse", "perceptual"}
     for name in ("sr8_student", "sr8_student_sskd"):
         rows = _log(tiny_chain, name)
-        assert set(rows[0]) == {"step", "seconds", "mse", "perceptual", "kd_adversarial", "kd_feature", "d_lsgan"}
+        assert set(rows[0]) == {"step", "seconds", "mse", "perceptual", "kd_adversarial", "kd_feature", "kd_output",
+                                "d_lsgan"}
         assert all(np.isfinite(v) for row in rows for v in row.values())
     ckpt = torch.load(tiny_chain / "runs" / "sr8_student" / "checkpoint.pt", weights_only=True)
     assert set(ckpt["params"]) == {"generator", "adapters", "discriminators"}
     student = runner.load_exported(tiny_chain / "weights", "sr8_student", torch.device("cpu"))
     assert isinstance(student, KDStudentSR) and student(torch.rand(1, 3, 16, 16)).shape == (1, 3, 128, 128)
+
+
+def test_output_kd_pulls_the_student_towards_the_teacher(tiny_chain: Path) -> None:
+    from models.training.kd_tasks import KDStudentTask
+
+    cfg = yaml.safe_load((tiny_chain / "sr8_student_nokd.yaml").read_text())
+    cfg["losses"] = {"mse": 0.0, "perceptual": 0.0, "kd_output": 1.0}
+    cfg["optim"]["generator"]["lr"] = 1e-2
+    teacher = runner.load_exported(tiny_chain / "weights", "sr8_teacher", torch.device("cpu"))
+    torch.manual_seed(0)
+    task = KDStudentTask(cfg, torch.device("cpu"), {"teacher": teacher})
+    batch = {"lq": torch.rand(2, 3, 16, 16), "clean": torch.rand(2, 3, 128, 128),
+             "points": torch.from_numpy(face_template(128)).float().expand(2, 5, 2)}
+    distances = [task.train_step(batch)["kd_output"] for _ in range(20)]
+    assert distances[-1] < 0.5 * distances[0]
+    with torch.no_grad():
+        gap = torch.nn.functional.mse_loss(task.nets["generator"](batch["lq"]), teacher(batch["lq"], batch["points"]))
+    assert gap.item() == pytest.approx(distances[-1], rel=0.5)

@@ -6,14 +6,17 @@ stage-1 encoder) loads the K-means dictionaries at the run's start and trains wi
 config's ``train`` prefixes), since the dictionaries live in its feature space. Components are placed from
 each face's five annotated landmarks (``batch["points"]``).
 
-``kd_student`` trains ``KDStudentSR`` with the paper's loss
-    100·MSE + 20·perceptual + Σ_{i in kd_scales} [LSGAN_G(D_i(A_i(F_S_i))) + ‖A_i(F_S_i) − F_T_i‖²],
+``kd_student`` trains ``KDStudentSR`` with the paper's loss, its KD terms weighted by the config's
+``kd_adversarial`` (w_a) and ``kd_feature`` (w_f),
+    100·MSE + 20·perceptual + Σ_{i in kd_scales} [w_a·LSGAN_G(D_i(A_i(F_S_i))) + w_f·‖A_i(F_S_i) − F_T_i‖²]
+plus, when the config gives ``kd_output`` (w_o) a weight, w_o·MSE(student output, teacher output) (not in the
+paper: the teacher's output is a less noisy target than the ground truth),
 F_S_i / F_T_i the student's / frozen teacher's decoder features at scale i (0..3: strides 8, 4, 2, 1), A_i a
 1x1 conv to the teacher's width (trained with the student, not exported), D_i a ``FeatureDiscriminator``
 trained with LSGAN on teacher (real) vs student (fake) features. ``kd_scales`` [0, 1, 2, 3] is the
-multi-scale KD (MSKD), [3] the single-scale one (SSKD), [] the student without KD. No VGG-19 weights exist
-here, so the perceptual term is the MSE between the frozen teacher's VGG-19 encoder features (its four
-scales) of output and ground truth; all three students use the same one.
+multi-scale KD (MSKD), [3] the single-scale one (SSKD), [] with no ``kd_output`` the student without KD.
+No VGG-19 weights exist here, so the perceptual term is the MSE between the frozen teacher's VGG-19 encoder
+features (its four scales) of output and ground truth; all three students use the same one.
 """
 from __future__ import annotations
 
@@ -94,9 +97,11 @@ class KDStudentTask(Task):
         out, feats = self.nets["generator"](lq, return_features=True)
         terms = {"mse": F.mse_loss(out, clean), "perceptual": self._perceptual(out, clean)}
         logged = {}
-        if self.kd_scales:
+        if self.kd_scales or w.get("kd_output", 0.0):
             with torch.no_grad():
-                _, teacher_feats = self.teacher(lq, points, return_features=True)
+                teacher_out, teacher_feats = self.teacher(lq, points, return_features=True)
+            terms["kd_output"] = F.mse_loss(out, teacher_out)
+        if self.kd_scales:
             adapters, discs = self.nets["adapters"], self.nets["discriminators"]
             mapped = {i: adapters[i](feats[i]) for i in self.kd_scales}
             n = len(self.kd_scales)  # losses.lsgan_* average over scales; the paper's KD sums them
@@ -107,7 +112,7 @@ class KDStudentTask(Task):
             terms["kd_adversarial"] = n * losses.lsgan_g([[discs[i](mapped[i])] for i in self.kd_scales])
             terms["kd_feature"] = sum(F.mse_loss(mapped[i], teacher_feats[i]) for i in self.kd_scales)
         weights = {"mse": w["mse"], "perceptual": w["perceptual"], "kd_adversarial": w.get("kd_adversarial", 0.0),
-                   "kd_feature": w.get("kd_feature", 0.0)}
+                   "kd_feature": w.get("kd_feature", 0.0), "kd_output": w.get("kd_output", 0.0)}
         optimizer_step(self.optimizers["generator"], sum(weights[k] * v for k, v in terms.items()))
         return {**logged, **{k: v.item() for k, v in terms.items()}}
 
