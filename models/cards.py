@@ -168,10 +168,11 @@ _register_trained(
 _register_trained(
     "sr8_student", "generator", "20b8ca316cc4b29d652f08f4247f58148e99c9753fc13832c69dc4c08a437a3c",
     "x8 face SR student: DFDNet's encoder-decoder without dictionaries, ngf 5, distilled from sr8_teacher by "
-    "multi-scale adversarial feature KD, 16 -> 128 px, trained here")
+    "multi-scale adversarial feature KD plus a teacher-output MSE, 16 -> 128 px, trained here")
 _register_trained(
     "sr8_student_sskd", "generator", "a8b2c127e9d19b4a26e6ea5d0b6658b105af33f12f23484814c542dd30358b14",
-    "x8 face SR student (ngf 5), single-scale adversarial feature KD from sr8_teacher, trained here")
+    "x8 face SR student (ngf 5), single-scale adversarial feature KD plus a teacher-output MSE from "
+    "sr8_teacher, trained here")
 _register_trained(
     "sr8_student_nokd", "generator", "c2c4680229f18cf1af8c45ba70861b22a58073864df51702ddf8adca6de253a2",
     "x8 face SR student (ngf 5) trained without KD (100·MSE + 20·perceptual), trained here")

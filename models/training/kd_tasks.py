@@ -83,7 +83,7 @@ class KDStudentTask(Task):
         else:
             self.optimizers = {}
         self.optimizers["generator"] = _adam(params, cfg["optim"]["generator"])
-        self.weights = cfg["losses"]
+        self.weights = {"kd_adversarial": 0.0, "kd_feature": 0.0, "kd_output": 0.0, **cfg["losses"]}
 
     def _perceptual(self, out: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
         vgg = self.teacher.VggExtract
@@ -93,11 +93,10 @@ class KDStudentTask(Task):
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         lq, clean, points = _pairs(batch, self.device)
-        w = self.weights
         out, feats = self.nets["generator"](lq, return_features=True)
         terms = {"mse": F.mse_loss(out, clean), "perceptual": self._perceptual(out, clean)}
         logged = {}
-        if self.kd_scales or w.get("kd_output", 0.0):
+        if self.kd_scales or self.weights["kd_output"]:
             with torch.no_grad():
                 teacher_out, teacher_feats = self.teacher(lq, points, return_features=True)
             terms["kd_output"] = F.mse_loss(out, teacher_out)
@@ -111,9 +110,7 @@ class KDStudentTask(Task):
             logged["d_lsgan"] = loss_d.item()
             terms["kd_adversarial"] = n * losses.lsgan_g([[discs[i](mapped[i])] for i in self.kd_scales])
             terms["kd_feature"] = sum(F.mse_loss(mapped[i], teacher_feats[i]) for i in self.kd_scales)
-        weights = {"mse": w["mse"], "perceptual": w["perceptual"], "kd_adversarial": w.get("kd_adversarial", 0.0),
-                   "kd_feature": w.get("kd_feature", 0.0), "kd_output": w.get("kd_output", 0.0)}
-        optimizer_step(self.optimizers["generator"], sum(weights[k] * v for k, v in terms.items()))
+        optimizer_step(self.optimizers["generator"], sum(self.weights[k] * v for k, v in terms.items()))
         return {**logged, **{k: v.item() for k, v in terms.items()}}
 
 
