@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import torch
 
-from models.face.align import affine_scale, align_face, estimate_affine
+from models.face.align import DETECTED_EYE_WEIGHT, affine_scale, align_face, estimate_affine
 from models.face.detect import FaceDetector
 from models.face.paste import paste_back
 from models.image_io import shrink_to
@@ -84,7 +84,7 @@ class SRPhoto:
 def native_face_size(points5: np.ndarray) -> int:
     """Side of the aligned crop whose pixels match the photo's, clamped to [MIN_FACE, MAX_FACE]."""
     reference = 512
-    side = reference / affine_scale(estimate_affine(points5, reference))
+    side = reference / affine_scale(estimate_affine(points5, reference, DETECTED_EYE_WEIGHT))
     return int(np.clip(round(side), MIN_FACE, MAX_FACE))
 
 
@@ -111,7 +111,7 @@ def upscale_photo(rgb: np.ndarray, upscaler: FaceUpscaler, detector: FaceDetecto
         notes.append(f"{len(detections)} faces found; the {max_faces} largest were up-scaled, the rest are bicubic.")
     out, faces = base, []
     for det in reversed(detections[:max_faces]):  # smallest first, so the main face wins overlaps
-        crop, affine = align_face(rgb, det.points5, native_face_size(det.points5))
+        crop, affine = align_face(rgb, det.points5, native_face_size(det.points5), eye_weight=DETECTED_EYE_WEIGHT)
         sr = upscaler(crop[None])[0]
         big = affine.copy()
         big[:, 2] *= scale  # photo → crop at 1x becomes (scale·photo) → (scale·crop)

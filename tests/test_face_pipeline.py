@@ -65,6 +65,27 @@ def test_least_squares_fit_never_reflects():
     assert np.linalg.det(affine[:, :2]) > 0
 
 
+def test_eye_weight_pulls_the_eyes_onto_the_template():
+    rng = np.random.default_rng(3)
+    true = similarity(0.5, 12.0, 30.0, -4.0)
+    inverse = np.linalg.inv(np.vstack([true, [0, 0, 1]]))[:2]
+    photo_points = apply(inverse, face_template(128)) + rng.normal(0, 3.0, (5, 2))  # a face unlike the template
+    errors = []
+    for weight in (1.0, 2.0, 8.0):
+        landed = apply(estimate_affine(photo_points, 128, weight), photo_points)
+        errors.append(np.linalg.norm(landed[:2] - face_template(128)[:2], axis=1).max())
+    assert errors[0] > errors[1] > errors[2]
+    np.testing.assert_allclose(estimate_affine(photo_points, 128, 1.0), estimate_affine(photo_points, 128))
+    uniform = similarity_transform(photo_points, face_template(128), np.full(5, 3.0))
+    np.testing.assert_allclose(uniform, estimate_affine(photo_points, 128), atol=1e-12)
+
+
+@pytest.mark.parametrize("weights", [np.ones(4), np.array([1, 1, 0, 1, 1.0]), np.array([1, 1, np.nan, 1, 1])])
+def test_similarity_rejects_bad_weights(weights):
+    with pytest.raises(ValueError, match="weight"):
+        similarity_transform(face_template(128) + 1, face_template(128), weights)
+
+
 def test_similarity_needs_distinct_points():
     with pytest.raises(ValueError):
         similarity_transform(np.ones((5, 2)), face_template(128))

@@ -124,7 +124,7 @@ def _align_chunk(job: tuple) -> tuple:
     """Align one chunk of faces. Returns (start, images, parsing, affine, points, out_of_image, detected)."""
     import cv2
 
-    from models.face.align import estimate_affine, warp_face
+    from models.face.align import DETECTED_EYE_WEIGHT, estimate_affine, warp_face
 
     cv2.setNumThreads(1)
     start, image_paths, parsing_paths, points, size, source, border = job
@@ -147,7 +147,8 @@ def _align_chunk(job: tuple) -> tuple:
             found = _detect_points(rgb)
             if found is not None:  # no detection: keep the annotation points
                 used[i], detected[i] = found, True
-        affine = np.asarray(estimate_affine(used[i], size), np.float64)
+        eye_weight = DETECTED_EYE_WEIGHT if detected[i] else 1.0  # as the face pipeline aligns detections
+        affine = np.asarray(estimate_affine(used[i], size, eye_weight), np.float64)
         images[i] = warp_face(rgb, affine, size, border_mode=border)
         parsing[i] = cv2.warpAffine(label, affine, (size, size), flags=cv2.INTER_NEAREST,
                                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)

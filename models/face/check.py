@@ -6,8 +6,9 @@ Per set, on the first N images (or N drawn with --seed):
               image has no annotation); also how many further faces are reported per image;
   eyes@128    where the aligned eyes land in a 128 px crop. Per face the worse of the two eyes counts;
               the annotation rows use only faces where the chosen face is the central one.
-                detected        the detector's eye points through the affine fitted to its five points,
-                                versus the template eyes (how well a similarity fits the detected points);
+                detected        the detector's eye points through the affine fitted to its five points
+                                (eyes weighted `DETECTED_EYE_WEIGHT`, as `FacePipeline` aligns), versus
+                                the template eyes (how well a similarity fits the detected points);
                 annotation      the independent annotation eye centres through that same affine, versus
                                 the template eyes (how well the crop is really aligned);
                 annot. own fit  the annotation eyes through the affine fitted to the annotation's own five
@@ -63,7 +64,7 @@ def select(files: list[str], n: int, seed: int | None) -> list[int]:
 
 
 def measure_set(name: str, n: int, seed: int | None, sizes: list[int], threshold: float, root: Path) -> dict:
-    from models.face.align import estimate_affine, face_template
+    from models.face.align import DETECTED_EYE_WEIGHT, estimate_affine, face_template
     from models.face.detect import FaceDetector
     from models.face.paste import paste_back
     from models.face.pipeline import FacePipeline
@@ -91,7 +92,7 @@ def measure_set(name: str, n: int, seed: int | None, sizes: list[int], threshold
         target = ann.mean(0) if has_ann else np.array([rgb.shape[1] / 2, rgb.shape[0] / 2])
         x1, y1, x2, y2 = face.box
         row["central"] = bool(x1 <= target[0] <= x2 and y1 <= target[1] <= y2)
-        affine = estimate_affine(face.points5, EYE_CROP)
+        affine = estimate_affine(face.points5, EYE_CROP, DETECTED_EYE_WEIGHT)  # as FacePipeline aligns
         row["eye_detected"] = eye_error(affine, face.points5[:2].astype(np.float64), template_eyes)
         if has_ann and row["central"]:  # comparing with another person's points would say nothing
             ideal = estimate_affine(ann, EYE_CROP)

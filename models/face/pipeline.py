@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from models.face.align import align_face
+from models.face.align import DETECTED_EYE_WEIGHT, align_face
 from models.face.detect import Detection, FaceDetector
 from models.face.paste import paste_back
 from models.image_io import LoadedImage, load_image, to_output
@@ -134,7 +134,8 @@ class FacePipeline:
 
     def align(self, rgb: np.ndarray, detection: Detection) -> AlignedFace:
         """Crop one detected face onto the template at this pipeline's size."""
-        crop, affine = align_face(rgb, detection.points5, self.size, border_mode=self.border_mode)
+        crop, affine = align_face(rgb, detection.points5, self.size, eye_weight=DETECTED_EYE_WEIGHT,
+                                  border_mode=self.border_mode)
         return AlignedFace(crop=crop, affine=affine, detection=detection)
 
     def _run(self, restore_fn: RestoreFn, batch: np.ndarray) -> np.ndarray:
