@@ -267,8 +267,8 @@ def run_glasses_tab(path: str | None, k: float, progress: gr.Progress = gr.Progr
                 for r in response.results]
     progress(0.8, desc="Drawing the try-on previews")
     tryons = [(r.tryon(loaded.rgb, response.points5, seed=r.rank), f"{r.rank}. {r.name}") for r in response.results]
-    note = (f"Top {len(products)} of {len(search.products):,} catalogue products for the glasses on the largest face "
-            f"(glasses presence {response.face.presence:.2f}); search {spent * 1000:.0f} ms.")
+    note = (f"Top {len(products)} of {len(search.products):,} catalogue products for the glasses on the face most "
+            f"likely wearing some (glasses presence {response.face.presence:.2f}); search {spent * 1000:.0f} ms.")
     return products, tryons, note
 
 

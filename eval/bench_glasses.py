@@ -22,6 +22,8 @@ import time
 
 import numpy as np
 
+from models.glasses.index import HNSW_EF_SEARCH
+
 
 def query_photos(count: int, seed: int = 1000) -> list[np.ndarray]:
     """Evaluation-style query photos (see eval.glasses), from LFW faces outside the labelled set."""
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kind", default="hnsw", choices=("hnsw", "ivf"))
     ap.add_argument("--m", type=int, default=32, help="HNSW links per node")
     ap.add_argument("--ef-construction", type=int, default=80)
-    ap.add_argument("--ef-search", type=int, default=96)
+    ap.add_argument("--ef-search", type=int, default=HNSW_EF_SEARCH)
     ap.add_argument("--nlist", type=int, default=4096, help="IVF cells")
     ap.add_argument("--nprobe", type=int, default=32)
     ap.add_argument("--random", action="store_true", help="uniformly random unit vectors instead")

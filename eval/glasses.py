@@ -278,9 +278,11 @@ def _search_info(search) -> dict:
 
     info = {"num_products": len(search.products), "presence_threshold": search.presence_threshold,
             "index": type(search.index).__name__, "augmentation": PhotoAugment().describe(),
-            "describe": "RetinaFace (exposure-normalised view) -> 5 points -> eye band 48x128 (roll from the eye "
-                        "line, 40 px per eye distance) -> eye correction -> GlassesEmbeddingNet 128-d -> exact "
-                        "cosine search (faiss IndexFlatIP)"}
+            "describe": "RetinaFace (exposure-normalised view) -> 5 points of up to 4 faces -> eye band 48x128 "
+                        "(roll from the eye line, 40 px per eye distance) -> eye correction from 3 starting eye "
+                        "distances -> GlassesEmbeddingNet 128-d of the face and start with the highest glasses "
+                        "presence -> exact cosine search (faiss IndexFlatIP)",
+            "refine": search.embedder.refine, "start_scales": list(search.embedder.start_scales)}
     try:
         from models.hub import get_card
 

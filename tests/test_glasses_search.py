@@ -83,6 +83,24 @@ def test_big_faces_are_area_shrunk_without_aliasing():
     assert abs(band.mean() - 127.5) < 6 and band.std() < 12
 
 
+def test_embed_face_keeps_the_start_whose_band_shows_glasses_most_surely():
+    from models.glasses.embedder import GlassesEmbedder
+
+    rng = np.random.default_rng(0)
+    photo = (rng.random((160, 220, 3)) * 255).astype(np.uint8)
+    points = np.array([[80.0, 70.0], [130.0, 74.0], [105, 100], [85, 125], [125, 127]])
+    net = _net(3)
+    multi = GlassesEmbedder(net, refine=2, start_scales=(0.8, 1.25)).embed_face(photo, points)
+    mid, half = points[:2].mean(0), (points[1] - points[0]) / 2
+    singles = [GlassesEmbedder(net, refine=2, start_scales=()).embed_face(
+        photo, np.stack([mid - s * half, mid + s * half])) for s in (1.0, 0.8, 1.25)]
+    best = max(singles, key=lambda f: f.presence)
+    assert multi.presence == pytest.approx(best.presence, abs=1e-5)
+    np.testing.assert_allclose(multi.embedding, best.embedding, atol=1e-5)
+    np.testing.assert_allclose(multi.eyes, best.eyes, atol=1e-6)
+    assert len({round(f.presence, 6) for f in singles}) == 3  # the starts really lead to different bands
+
+
 def test_training_jitter_targets_point_at_the_true_eyes():
     from models.glasses.train import cut_bands, jitter_affines
 
@@ -135,18 +153,21 @@ def test_registration_is_the_normalised_mean_of_reference_embeddings():
 def test_register_products_embeds_renders_on_the_reference_faces():
     from models.glasses.catalogue import build_catalogue
     from models.glasses.embedder import GlassesEmbedder
-    from models.glasses.register import product_embedding, reference_bands, reference_rows, register_products
+    from models.glasses.register import (augmented_reference_rows, product_embedding, reference_bands,
+                                         reference_rows, register_products)
 
     products = list(build_catalogue(size=3).products)
-    rows = reference_rows(2)
+    rows, augmented = reference_rows(2), augmented_reference_rows(1)
     embedder = GlassesEmbedder(_net())
-    registered = register_products(embedder, products, rows, workers=1)
-    bands = reference_bands(products, rows)
-    assert bands.shape == (3, 2, BAND_H, BAND_W, 3)
+    registered = register_products(embedder, products, rows, augmented, workers=1)
+    bands = reference_bands(products, rows, augmented)
+    assert bands.shape == (3, 3, BAND_H, BAND_W, 3)
     for i in range(3):
         expected = product_embedding(embedder.embed_bands(bands[i]))
         np.testing.assert_allclose(registered[i], expected, atol=1e-5)
+    np.testing.assert_array_equal(bands[:, :2], reference_bands(products, rows))  # clean ones come first
     assert len(set(reference_rows(6).tolist())) == 6
+    assert not set(augmented_reference_rows(6).tolist()) & set(reference_rows(6).tolist())
 
 
 # ---------------------------------------------------------------------------------- search and refusal
@@ -160,6 +181,37 @@ def tiny_search():
     products = list(build_catalogue().products)
     emb = np.random.default_rng(0).standard_normal((len(products), 128)).astype(np.float32)
     return GlassesSearch(GlassesEmbedder(_net()), emb, products, presence_threshold=0.0)
+
+
+def test_the_candidate_face_most_likely_wearing_glasses_is_searched():
+    from models.face.detect import Detection
+    from models.glasses.embedder import FaceEmbedding
+    from models.glasses.search import CANDIDATE_FACES, embed_glasses_face, locate_faces
+
+    scores = [0.95, 0.6, 0.99, 0.7, 0.8, 0.55]  # face i has its points at x = i
+    presence = [0.2, 0.99, 0.3, 0.9, 0.4, 0.1]
+
+    class Detector:
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def detect(self, rgb):  # largest first, as FaceDetector returns them
+            return [Detection(box=np.array([0, 0, 60 - i, 60 - i], np.float32), score=scores[i],
+                              points5=np.full((5, 2), float(i), np.float32)) for i in range(self.n)]
+
+    class Embedder:
+        def embed_face(self, rgb, points):
+            i = int(points[0, 0])
+            return FaceEmbedding(embedding=np.eye(3, dtype=np.float32)[i % 3], presence=presence[i],
+                                 eyes=points[:2], band=np.zeros((48, 128, 3), np.uint8))
+
+    photo = np.full((64, 64, 3), 100, np.uint8)
+    tried = [int(p[0, 0]) for p in locate_faces(Detector(6), photo)]
+    assert tried == [2, 0, 4, 3] and len(tried) == CANDIDATE_FACES  # the most confident four
+    face, points = embed_glasses_face(Embedder(), Detector(6), photo)
+    assert int(points[0, 0]) == 3 and face.presence == 0.9  # face 1 (0.99) was not among the four
+    assert int(embed_glasses_face(Embedder(), Detector(2), photo)[1][0, 0]) == 1
+    assert embed_glasses_face(Embedder(), Detector(0), photo) is None
 
 
 @needs_detector

