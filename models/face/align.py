@@ -16,11 +16,11 @@ _TEMPLATE_512 = np.array(
     dtype=np.float64,
 )
 
-# Weight of the two eyes in the fit to a detector's five points, where the template matters most: at 2
-# the aligned eyes land within 2 px of the template at 128 px
-# on 99.2 % of LFW and 100 % of UTKFace faces (97.2 / 99.4 % unweighted) while the nose and mouth move
-# 0.05-0.11 px further from theirs (`python -m models.face.check`). Dataset caches built from the annotation
-# points keep the unweighted fit that the committed models were trained and evaluated on.
+# Weight of the two eyes in the fit to a detector's five points, where the template matters most: at 2 the
+# aligned eyes land within 2 px of the template at 128 px on 99.2 % of LFW and 100 % of UTKFace faces
+# (97.2 / 99.4 % unweighted) while the nose and mouth move 0.05-0.11 px further from theirs
+# (`python -m models.face.check`). Dataset caches built from the annotation points keep the unweighted fit
+# that the committed models were trained and evaluated on.
 DETECTED_EYE_WEIGHT = 2.0
 
 # Fill of border_mode="constant": the mid-grey that common pretrained face restorers were given.
