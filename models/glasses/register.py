@@ -43,28 +43,27 @@ def product_embedding(embeddings: np.ndarray) -> np.ndarray:
     return (mean / np.linalg.norm(mean)).astype(np.float32)
 
 
-def reference_rows(count: int = REFERENCE_FACES, seed: int = REFERENCE_SEED) -> np.ndarray:
-    """UTKFace validation rows of the reference faces: near-frontal adults, chosen by a seeded permutation."""
+def _validation_adults(max_yaw: float, max_roll: float = 90.0, max_pitch: float = 90.0) -> np.ndarray:
+    """UTKFace validation rows of adults with a clean annotation and a head pose within these degrees."""
     from models.data.faces import annotation_table, parse_utkface_name
 
     t = annotation_table("utkface")
-    ypr = t["yaw_roll_pitch"].astype(np.float32)
+    ypr = np.abs(t["yaw_roll_pitch"].astype(np.float32))
     ages = np.array([parse_utkface_name(f)[0] for f in t["file"]])
-    ok = (t["split"] == "validation") & (t["qc"] == 0) & (np.abs(ypr[:, 0]) < 10) & (np.abs(ypr[:, 1]) < 5) \
-        & (np.abs(ypr[:, 2]) < 12) & (ages >= 18)
-    rows = np.flatnonzero(ok)
+    ok = (t["split"] == "validation") & (t["qc"] == 0) & (ypr[:, 0] < max_yaw) & (ypr[:, 1] < max_roll) \
+        & (ypr[:, 2] < max_pitch) & (ages >= 18)
+    return np.flatnonzero(ok)
+
+
+def reference_rows(count: int = REFERENCE_FACES, seed: int = REFERENCE_SEED) -> np.ndarray:
+    """UTKFace validation rows of the reference faces: near-frontal adults, chosen by a seeded permutation."""
+    rows = _validation_adults(max_yaw=10, max_roll=5, max_pitch=12)
     return np.sort(rows[np.random.default_rng(seed).permutation(len(rows))[:count]])
 
 
 def augmented_reference_rows(count: int = AUGMENTED_REFERENCES, seed: int = REFERENCE_SEED) -> np.ndarray:
     """UTKFace validation rows of the augmented references: adults turned less than 25°, not `reference_rows()`."""
-    from models.data.faces import annotation_table, parse_utkface_name
-
-    t = annotation_table("utkface")
-    ypr = t["yaw_roll_pitch"].astype(np.float32)
-    ages = np.array([parse_utkface_name(f)[0] for f in t["file"]])
-    ok = (t["split"] == "validation") & (t["qc"] == 0) & (np.abs(ypr[:, 0]) < 25) & (ages >= 18)
-    rows = np.setdiff1d(np.flatnonzero(ok), reference_rows())
+    rows = np.setdiff1d(_validation_adults(max_yaw=25), reference_rows())
     return np.sort(rows[np.random.default_rng([seed, 1]).permutation(len(rows))[:count]])
 
 
@@ -222,7 +221,8 @@ def register_catalogue(weights_folder: str | Path, catalogue_seed: int = 0, cata
             "catalogue_size": catalogue_size, "reference_faces": [str(t["file"][r]) for r in rows],
             "augmented_reference_faces": [str(t["file"][r]) for r in augmented_rows],
             "reference_render_seeds": list(range(len(rows) + len(augmented_rows))),
-            "augmentation_seeds": [[REFERENCE_SEED, k] for k in range(len(augmented_rows))], "presence_threshold": calibration["threshold"],
+            "augmentation_seeds": [[REFERENCE_SEED, k] for k in range(len(augmented_rows))],
+            "presence_threshold": calibration["threshold"],
             "calibration": calibration, "registration_seconds": round(seconds, 1),
             "how": "mean of the L2-normalised band embeddings of the product on the reference faces (clean, then "
                    "augmented like queries), normalised"}
