@@ -7,8 +7,9 @@
 Pipeline, as in the Glass Finder post: face detection (RetinaFace, on an exposure-normalised copy of the
 photo: the detector's weights miss many dark or flat faces), its 5 landmarks, the eye band levelled by the
 eye line and scaled by the eye distance (`crop.py`), the network's eye correction from three starting eye
-distances and a cut after each (`embedder.py`), the embedding, and a cosine search over the registered catalogue (exact faiss index). Of up to four detected
-faces, the one the presence head is surest wears glasses is searched.
+distances and a cut after each (`embedder.py`), the embedding, and a cosine search over the registered
+catalogue (exact faiss index). Of up to four detected faces, the one the presence head is surest wears
+glasses is searched.
 
 Refusal: no face found, or the network's presence probability below the threshold calibrated at
 registration (`register.py`), gives `GlassesRefusal` with `REFUSAL_MESSAGE`.
