@@ -115,21 +115,34 @@ def _panel(page: Page):
     return page.locator("[role=tabpanel]:visible").first
 
 
+# Gradio's image preview marks its <img> loading="lazy", which Chromium does not fetch while it lies far
+# below the viewport: the images asked about are switched to eager loading, and one whose fetch failed is
+# fetched once more. Each label gets [width, height] once its image is decoded, else a state for messages.
 _IMAGE_SIZES_JS = """labels => {
     const out = {};
     for (const label of document.querySelectorAll('[role=tabpanel] [data-testid=block-label]')) {
         const text = label.textContent.trim();
         if (!labels.includes(text) || label.closest('[role=tabpanel]').style.display === 'none') continue;
         const img = label.closest('.block').querySelector('img');
-        out[text] = img && img.complete && img.naturalWidth > 0 ? [img.naturalWidth, img.naturalHeight] : null;
+        const src = img ? img.getAttribute('src') || '' : '';
+        if (!src) { out[text] = 'no image'; continue; }
+        if (img.loading === 'lazy') img.loading = 'eager';
+        if (img.complete && img.naturalWidth > 0) { out[text] = [img.naturalWidth, img.naturalHeight]; continue; }
+        const failed = img.complete;
+        if (failed && img.dataset.refetched !== src) { img.dataset.refetched = src; img.src = src; }
+        out[text] = `${failed ? 'failed' : 'loading'} ${src.slice(-60)}`;
     }
     return out;
 }"""
 
 
+def _image_states(page: Page, labels: list[str]) -> dict[str, list[int] | str]:
+    return page.evaluate(_IMAGE_SIZES_JS, labels)
+
+
 def image_sizes(page: Page, labels: list[str]) -> dict[str, tuple[int, int] | None]:
-    """Natural size of the image each labelled component of the open tab shows (None: no image)."""
-    return {k: tuple(v) if v else None for k, v in page.evaluate(_IMAGE_SIZES_JS, labels).items()}
+    """Natural size of the image each labelled component of the open tab shows (None: none shown yet)."""
+    return {k: tuple(v) if isinstance(v, list) else None for k, v in _image_states(page, labels).items()}
 
 
 def wait_until(page: Page, check: Callable[[], object], timeout_s: float, what: str) -> object:
@@ -191,7 +204,10 @@ def rain_tab(page: Page, photo: Path, rain: bool = False, timeout_s: float = 300
         sizes = image_sizes(page, labels)
         return sizes if all(sizes.get(label) for label in expected) else None
 
-    return wait_until(page, shown, 30, "the Rain tab's images")
+    try:
+        return wait_until(page, shown, 30, "the Rain tab's images")
+    except TimeoutError as e:
+        raise TimeoutError(f"{e}; images: {_image_states(page, labels)}") from None
 
 
 def rain_tab_refusal(page: Page, photo: Path) -> str:
