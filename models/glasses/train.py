@@ -40,7 +40,7 @@ from models.glasses.attributes import attribute_loss, attribute_targets
 from models.glasses.crop import BAND_H, BAND_W, IOD_PX, nominal_eyes
 from models.glasses.renders import LABEL_NON_FACE, BandSpec, Bands, build_bands, train_products
 from models.registry import build_network
-from models.training.runner import EMA, TrainingError, _export, config_hash
+from models.training.runner import EMA, TrainingError, _checkpoint, _export, config_hash
 
 EXPORT_NET = "embedder"
 
@@ -180,6 +180,13 @@ def train_step(net: nn.Module, head: CosFace, opt: torch.optim.Optimizer, batch:
             **{k: v.item() for k, v in terms.items()}}
 
 
+def init_from_run(net: nn.Module, head: CosFace, runs_dir: Path, name: str) -> None:
+    """Start a later stage from a finished run: its exported (EMA) network and its proxies, strictly."""
+    earlier = _checkpoint(runs_dir, name)
+    net.load_state_dict(earlier["params_ema"][EXPORT_NET])
+    head.load_state_dict(earlier["params"]["proxies"])
+
+
 def run(config_path: str | Path, *, runs_dir: Path = REPO_ROOT / "runs", weights_dir: Path = REPO_ROOT / "weights",
         bands_root: str | Path | None = None, stop_after: int | None = None, register: bool = True,
         log=print) -> Path | None:
@@ -202,6 +209,9 @@ def run(config_path: str | Path, *, runs_dir: Path = REPO_ROOT / "runs", weights
     opt = torch.optim.AdamW([{"params": list(net.parameters()), "lr_mult": 1.0},
                              {"params": list(head.parameters()), "lr_mult": proxy_lr}],
                             lr=float(cfg["optim"]["lr"]), weight_decay=float(cfg["optim"]["weight_decay"]))
+
+    if "init" in cfg:
+        init_from_run(net, head, runs_dir, cfg["init"]["run"])
 
     run_dir = runs_dir / cfg["name"]
     run_dir.mkdir(parents=True, exist_ok=True)
