@@ -155,7 +155,7 @@ _register_trained(
     "sr4_l1", "generator", "ae02b77492e42bd626049684b88385650d99063a1b0c20ae6c78608ca1812a13",
     "Self-supervised x4 face SR generator (StarGAN v2-style), L1 only: the warm start of sr4_selfsup, trained here")
 _register_trained(
-    "glasses_embedding", "embedder", "0828511c11564d1dfc67479cb4f2eab3f78628e243f71d09941e5a22b298b09c",
+    "glasses_embedding", "embedder", "0426dea2984b56430d2842e1863bd94e8c4332262444a4afe9498a8466028985",
     "Glass Finder embedding: small CNN on the 48x128 eye band (128-d; presence, eye and attribute heads), "
     "CosFace over 2,475 training products' try-ons on UTKFace, trained here")
 _register_trained(

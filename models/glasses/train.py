@@ -1,4 +1,4 @@
-"""Train the glasses embedding: ``./dev python -m models.glasses.train configs/glasses/embedding.yaml``.
+"""Train the glasses embedding: ``./dev python -m models.glasses.train configs/glasses/<stage>.yaml``.
 
 Data: the band cache of `models.glasses.renders` (built first if missing): try-ons of the catalogue's
 training products on UTKFace training faces, augmented photographically, plus faces without glasses and
@@ -14,6 +14,8 @@ from the detector, and narrow ones, as left after the network's own eye correcti
   attributes the product's shape, rim, lens and colour attributes (`attributes.py`), classified and
              regressed from the band: shared across products, so they carry over to unseen ones.
 Batches are a pure function of (seed, step), so a resumed run sees the batches an uninterrupted one would.
+A config with ``init: {run: <earlier run>}`` is a later stage: it starts from that finished run's exported
+network and proxies (each stage trains on its own band cache; the stages are listed in the README).
 The runner's EMA, config hash, curve plot and export are reused (`models.training.runner`): the EMA
 weights go to ``weights/<name>/model.safetensors`` with the config, ``train_log.jsonl`` and
 ``loss_curves.png``; afterwards the catalogue is registered (``models.glasses.register``).
