@@ -120,7 +120,7 @@ def test_training_jitter_targets_point_at_the_true_eyes():
 
 
 def test_a_later_stage_starts_from_the_earlier_runs_ema_network_and_proxies(tmp_path):
-    from models.glasses.train import CosFace, init_from_run
+    from models.glasses.train import CosFace, init_from_runs
     from models.training.runner import TrainingError
 
     ema, live, head = _net(1), _net(2), CosFace(5, 128, 20.0, 0.2)
@@ -129,16 +129,17 @@ def test_a_later_stage_starts_from_the_earlier_runs_ema_network_and_proxies(tmp_
     ckpt = {"step": 10, "finished": False, "params": {"embedder": live.state_dict(), "proxies": head.state_dict()},
             "params_ema": {"embedder": ema.state_dict()}}
     torch.save(ckpt, run / "checkpoint.pt")
+    init = [{"net": "embedder", "run": "stage1", "weights": "params_ema"}, {"net": "proxies", "run": "stage1"}]
     net, fresh_head = _net(3), CosFace(5, 128, 20.0, 0.2)
     with pytest.raises(TrainingError, match="stopped at step 10"):
-        init_from_run(net, fresh_head, tmp_path, "stage1")
+        init_from_runs(net, fresh_head, init, tmp_path)
     torch.save({**ckpt, "finished": True}, run / "checkpoint.pt")
-    init_from_run(net, fresh_head, tmp_path, "stage1")
+    init_from_runs(net, fresh_head, init, tmp_path)
     for k, v in ema.state_dict().items():
         assert torch.equal(net.state_dict()[k], v), k
     assert torch.equal(fresh_head.proxies, head.proxies)
     with pytest.raises(RuntimeError, match="size mismatch"):  # proxies of another product count
-        init_from_run(net, CosFace(6, 128, 20.0, 0.2), tmp_path, "stage1")
+        init_from_runs(net, CosFace(6, 128, 20.0, 0.2), init, tmp_path)
 
 
 # ------------------------------------------------------------------------------------------------- indexes

@@ -14,8 +14,9 @@ from the detector, and narrow ones, as left after the network's own eye correcti
   attributes the product's shape, rim, lens and colour attributes (`attributes.py`), classified and
              regressed from the band: shared across products, so they carry over to unseen ones.
 Batches are a pure function of (seed, step), so a resumed run sees the batches an uninterrupted one would.
-A config with ``init: {run: <earlier run>}`` is a later stage: it starts from that finished run's exported
-network and proxies (each stage trains on its own band cache; the stages are listed in the README).
+A config with ``init`` entries (as the runner's: ``{net: embedder | proxies, run, weights}``) is a later
+stage: it starts from a finished run's network and proxies (each stage trains on its own band cache; the
+stages are listed in the README).
 The runner's EMA, config hash, curve plot and export are reused (`models.training.runner`): the EMA
 weights go to ``weights/<name>/model.safetensors`` with the config, ``train_log.jsonl`` and
 ``loss_curves.png``; afterwards the catalogue is registered (``models.glasses.register``).
@@ -42,7 +43,7 @@ from models.glasses.attributes import attribute_loss, attribute_targets
 from models.glasses.crop import BAND_H, BAND_W, IOD_PX, nominal_eyes
 from models.glasses.renders import LABEL_NON_FACE, BandSpec, Bands, build_bands, train_products
 from models.registry import build_network
-from models.training.runner import EMA, TrainingError, _checkpoint, _export, config_hash
+from models.training.runner import EMA, TrainingError, _apply_init, _export, config_hash
 
 EXPORT_NET = "embedder"
 
@@ -182,11 +183,10 @@ def train_step(net: nn.Module, head: CosFace, opt: torch.optim.Optimizer, batch:
             **{k: v.item() for k, v in terms.items()}}
 
 
-def init_from_run(net: nn.Module, head: CosFace, runs_dir: Path, name: str) -> None:
-    """Start a later stage from a finished run: its exported (EMA) network and its proxies, strictly."""
-    earlier = _checkpoint(runs_dir, name)
-    net.load_state_dict(earlier["params_ema"][EXPORT_NET])
-    head.load_state_dict(earlier["params"]["proxies"])
+def init_from_runs(net: nn.Module, head: CosFace, init: list[dict[str, Any]], runs_dir: Path) -> None:
+    """The runner's `init` entries (`{net, run, weights}`) for the two things a checkpoint here holds: the
+    network (net "embedder") and the CosFace proxies (net "proxies")."""
+    _apply_init(SimpleNamespace(nets={EXPORT_NET: net, "proxies": head}), init, runs_dir)
 
 
 def run(config_path: str | Path, *, runs_dir: Path = REPO_ROOT / "runs", weights_dir: Path = REPO_ROOT / "weights",
@@ -212,8 +212,7 @@ def run(config_path: str | Path, *, runs_dir: Path = REPO_ROOT / "runs", weights
                              {"params": list(head.parameters()), "lr_mult": proxy_lr}],
                             lr=float(cfg["optim"]["lr"]), weight_decay=float(cfg["optim"]["weight_decay"]))
 
-    if "init" in cfg:
-        init_from_run(net, head, runs_dir, cfg["init"]["run"])
+    init_from_runs(net, head, cfg.get("init", []), runs_dir)
 
     run_dir = runs_dir / cfg["name"]
     run_dir.mkdir(parents=True, exist_ok=True)
