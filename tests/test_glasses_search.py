@@ -215,6 +215,8 @@ def test_the_candidate_face_most_likely_wearing_glasses_is_searched():
     presence = [0.2, 0.99, 0.3, 0.9, 0.4, 0.1]
 
     class Detector:
+        max_side = 64  # no enlarged retry: the photo is already this size
+
         def __init__(self, n: int) -> None:
             self.n = n
 
@@ -235,6 +237,51 @@ def test_the_candidate_face_most_likely_wearing_glasses_is_searched():
     assert int(points[0, 0]) == 3 and face.presence == 0.9  # face 1 (0.99) was not among the four
     assert int(embed_glasses_face(Embedder(), Detector(2), photo)[1][0, 0]) == 1
     assert embed_glasses_face(Embedder(), Detector(0), photo) is None
+
+
+def test_a_photo_without_a_face_is_searched_again_enlarged():
+    from models.face.detect import Detection
+    from models.glasses.search import locate_faces
+
+    class Detector:  # finds a face (at x = y = 39.5) only in images at least `min_width` px wide
+        max_side = 640
+
+        def __init__(self, min_width: int = 100) -> None:
+            self.min_width = min_width
+            self.sizes = []
+
+        def detect(self, rgb):
+            self.sizes.append(rgb.shape[:2])
+            if rgb.shape[1] < self.min_width:
+                return []
+            return [Detection(box=np.zeros(4, np.float32), score=0.9, points5=np.full((5, 2), 39.5, np.float32))]
+
+    det = Detector()
+    points = locate_faces(det, _textured(60, 64))
+    assert det.sizes == [(60, 64), (120, 128)]
+    np.testing.assert_allclose(points[0], 19.5)  # pixel centres: (39.5 + 0.5) / 2 - 0.5
+    det = Detector(min_width=500)
+    np.testing.assert_allclose(locate_faces(det, _textured(50, 400))[0], 40 / 1.6 - 0.5)
+    assert det.sizes == [(50, 400), (80, 640)]  # enlarged only up to the detector's max_side
+    det = Detector(min_width=700)
+    assert locate_faces(det, _textured(40, 640)) == [] and det.sizes == [(40, 640)]
+
+
+@needs_detector
+def test_a_face_too_small_for_the_detector_is_found_in_the_enlarged_view():
+    from models.data.faces import annotation_table
+    from models.glasses.search import detection_view, glasses_detector, locate_faces
+
+    t = annotation_table("lfw")
+    row = int(np.flatnonzero(t["file"] == "Aaron_Patterson_0001.jpg")[0])
+    photo = cv2.resize(cv2.imread(str(t["image_dir"] / t["file"][row]))[..., ::-1], (75, 75),
+                       interpolation=cv2.INTER_AREA)
+    true = (t["five_points"][row][:2] + 0.5) * 75 / 250 - 0.5  # eyes 12 px apart
+    detector = glasses_detector()
+    assert detector.detect(detection_view(photo)) == []
+    found = locate_faces(detector, photo)
+    assert len(found) == 1
+    assert np.linalg.norm(found[0][:2].mean(0) - true.mean(0)) < 0.5 * np.linalg.norm(true[1] - true[0])
 
 
 @needs_detector
@@ -347,3 +394,20 @@ def test_augmentation_is_seeded_and_moves_the_points():
     assert (pa >= 0).all() and (pa[:, 0] < a.shape[1]).all() and (pa[:, 1] < a.shape[0]).all()
     iod = np.linalg.norm(pa[1] - pa[0])
     assert 18 <= iod <= 47
+
+
+def test_the_pose_turns_the_photo_about_the_face_without_moving_it():
+    from models.glasses.augment import PhotoAugment, augment_photo
+
+    img = _textured(250, 250, seed=6)
+    pts = np.array([[105, 110], [145, 110], [125, 135], [110, 160], [140, 160]], np.float32)
+    drift = {False: [], True: []}
+    for seed in range(8):
+        for legacy in (False, True):
+            photo, moved = augment_photo(img, pts, np.random.default_rng(seed), PhotoAugment(pose_moves_face=legacy))
+            cx, cy = pts.mean(0)
+            centres = [(np.array([x, cy]) + 0.5) * photo.shape[1] / 250 - 0.5 for x in (cx, 249 - cx)]  # or flipped
+            err = min(np.linalg.norm(moved.mean(0) - c) for c in centres)
+            drift[legacy].append(err / np.linalg.norm(moved[1] - moved[0]))
+    assert max(drift[False]) < 0.1  # the mean of the 5 points is not exactly the centre under perspective
+    assert max(drift[True]) > 0.5  # the old camera-panning pose moved the face

@@ -2,7 +2,8 @@
 
 One call draws, from its generator, a camera and a capture for a photo of a face wearing glasses:
   head pose      in-plane roll, and a small out-of-plane turn and nod (a homography of the photo plane
-                 about the face centre, as a camera turning around the head would see a flat face);
+                 about the face centre, as a camera turning around the head would see a flat face: the
+                 face centre stays where it is);
   scale          the photo is resized so that the eyes end up a random distance apart (never enlarged):
                  LFW (about 42 px) and UTKFace (about 78 px) faces then carry the same range of pixels;
   lighting       exposure gain, contrast, gamma, white balance (per-channel gains) and a directional
@@ -44,6 +45,11 @@ class PhotoAugment:
     motion_len: tuple[float, float] = (2.0, 5.0)
     noise_sigma: tuple[float, float] = (0.0, 5.0)  # grey levels
     jpeg_quality: tuple[int, int] = (40, 95)
+    # True: the pose homography is that of the camera turning in place, which also moves the face by
+    # f * tan(angle) (up to ~90 px on a 250 px photo), often to the frame's edge beside reflected copies of
+    # itself. It was the augmentation until 2026-11-21, kept so that the band caches the glasses training
+    # stages 1-3 learned from can be rebuilt as they were.
+    pose_moves_face: bool = False
 
     def describe(self) -> dict:
         return asdict(self)
@@ -80,6 +86,9 @@ def augment_photo(rgb: np.ndarray, points5: np.ndarray, rng: np.random.Generator
     centre = pts.mean(0)
     hom = _homography(centre, max(h, w), u(-aug.roll_deg, aug.roll_deg), u(-aug.turn_deg, aug.turn_deg),
                       u(-aug.nod_deg, aug.nod_deg))
+    if not aug.pose_moves_face:
+        moved = _apply_h(hom, centre[None])[0]
+        hom = np.array([[1, 0, centre[0] - moved[0]], [0, 1, centre[1] - moved[1]], [0, 0, 1]]) @ hom
     img = cv2.warpPerspective(np.ascontiguousarray(img), hom, (w, h), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_REFLECT_101)
     pts = _apply_h(hom, pts)

@@ -27,10 +27,14 @@ import shutil
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from models.data.paths import REPO_ROOT
+
+if TYPE_CHECKING:
+    from models.glasses.augment import PhotoAugment
 
 CHUNK = 256
 MAX_WORKERS = 2
@@ -47,6 +51,13 @@ class BandSpec:
     context: float = 1.6
     catalogue_seed: int = 0
     catalogue_size: int = 3200
+    pose_moves_face: bool = False  # `PhotoAugment.pose_moves_face`: True only to rebuild the caches of stages 1-3
+
+    @property
+    def augment(self) -> PhotoAugment:
+        from models.glasses.augment import PhotoAugment
+
+        return PhotoAugment(pose_moves_face=self.pose_moves_face)
 
     @property
     def count(self) -> int:
@@ -73,13 +84,11 @@ def cache_folder(spec: BandSpec, root: str | os.PathLike | None = None) -> Path:
 
 def recipe_hash(spec: BandSpec) -> str:
     """Hash of everything that fixes the samples: spec, augmentation ranges and the code that draws them."""
-    from models.glasses.augment import PhotoAugment
-
     here = Path(__file__).parent
     code = hashlib.sha256()
     for name in ("renders.py", "render.py", "catalogue.py", "augment.py", "crop.py", "nonface.py"):
         code.update(name.encode() + (here / name).read_bytes())
-    blob = json.dumps({"v": _RECIPE_VERSION, "spec": asdict(spec), "aug": PhotoAugment().describe(),
+    blob = json.dumps({"v": _RECIPE_VERSION, "spec": asdict(spec), "aug": spec.augment.describe(),
                        "code": code.hexdigest()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -147,7 +156,7 @@ def make_sample(spec: BandSpec, i: int) -> tuple[np.ndarray, int, int]:
                            seed=int(rng.integers(2**31)))
     else:
         label = LABEL_NO_GLASSES
-    aug, pts = augment_photo(img, t["five_points"][row] + PAD, rng)
+    aug, pts = augment_photo(img, t["five_points"][row] + PAD, rng, spec.augment)
     return crop_band(aug, pts, spec.context), label, row
 
 
@@ -205,11 +214,9 @@ def build_bands(spec: BandSpec, *, workers: int = MAX_WORKERS, root: str | os.Pa
         if pool is not None:
             pool.terminate()
     del bands, labels, faces
-    from models.glasses.augment import PhotoAugment
-
     products = train_products(spec.catalogue_seed, spec.catalogue_size)
     index = {"recipe_hash": recipe_hash(spec), "spec": asdict(spec), "count": n, "band_hw": [h, w],
-             "augmentation": PhotoAugment().describe(), "train_product_ids": [p.id for p in products]}
+             "augmentation": spec.augment.describe(), "train_product_ids": [p.id for p in products]}
     done_path.unlink()
     (partial / "index.json").write_text(json.dumps(index))
     if final.exists():

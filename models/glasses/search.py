@@ -5,11 +5,11 @@
     for r in response.results: r.product_id, r.name, r.score, r.thumbnail()
 
 Pipeline, as in the Glass Finder post: face detection (RetinaFace, on an exposure-normalised copy of the
-photo: the detector's weights miss many dark or flat faces), its 5 landmarks, the eye band levelled by the
-eye line and scaled by the eye distance (`crop.py`), the network's eye correction from three starting eye
-distances and a cut after each (`embedder.py`), the embedding, and a cosine search over the registered
-catalogue (exact faiss index). Of up to four detected faces, the one the presence head is surest wears
-glasses is searched.
+photo: the detector's weights miss many dark or flat faces; enlarged 2x when nothing is found), its 5
+landmarks, the eye band levelled by the eye line and scaled by the eye distance (`crop.py`), the network's
+eye correction from three starting eye distances and a cut after each (`embedder.py`), the embedding, and a
+cosine search over the registered catalogue (exact faiss index). Of up to four detected faces, the one the
+presence head is surest wears glasses is searched.
 
 Refusal: no face found, or the network's presence probability below the threshold calibrated at
 registration (`register.py`), gives `GlassesRefusal` with `REFUSAL_MESSAGE`.
@@ -74,10 +74,24 @@ def glasses_detector():
 CANDIDATE_FACES = 4
 
 
+# When nothing is found, the detector looks again at the view enlarged this much (bicubic; at most to its
+# `max_side`): RetinaFace mobilenet misses many faces with eyes about 20 px apart. Of the 2,000 LFW test
+# queries it leaves 5 without a face instead of 23 (and finds "faces" in 136 of the 500 non-face images, for
+# the presence head to refuse); it costs time only on photos where nothing was found.
+ENLARGED_RETRY = 2.0
+
+
 def locate_faces(detector, rgb: np.ndarray, limit: int = CANDIDATE_FACES) -> list[np.ndarray]:
     """(5, 2) points of up to `limit` detected faces, the highest scores first."""
-    faces = sorted(detector.detect(detection_view(rgb)), key=lambda f: f.score, reverse=True)
-    return [np.asarray(f.points5, np.float64) for f in faces[:limit]]
+    view = detection_view(rgb)
+    faces, factor = detector.detect(view), np.ones(2)
+    h, w = view.shape[:2]
+    scale = min(ENLARGED_RETRY, detector.max_side / max(h, w))
+    if not faces and scale > 1.0:
+        size = (round(w * scale), round(h * scale))
+        faces, factor = detector.detect(cv2.resize(view, size, interpolation=cv2.INTER_CUBIC)), np.array(size) / (w, h)
+    faces = sorted(faces, key=lambda f: f.score, reverse=True)[:limit]
+    return [(np.asarray(f.points5, np.float64) + 0.5) / factor - 0.5 for f in faces]
 
 
 def embed_glasses_face(embedder: GlassesEmbedder, detector, rgb: np.ndarray) -> tuple[FaceEmbedding, np.ndarray] | None:
