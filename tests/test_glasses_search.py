@@ -215,8 +215,6 @@ def test_the_candidate_face_most_likely_wearing_glasses_is_searched():
     presence = [0.2, 0.99, 0.3, 0.9, 0.4, 0.1]
 
     class Detector:
-        max_side = 64  # no enlarged retry: the photo is already this size
-
         def __init__(self, n: int) -> None:
             self.n = n
 
@@ -239,37 +237,40 @@ def test_the_candidate_face_most_likely_wearing_glasses_is_searched():
     assert embed_glasses_face(Embedder(), Detector(0), photo) is None
 
 
-def test_a_photo_without_a_face_is_searched_again_enlarged():
-    from models.face.detect import Detection
-    from models.glasses.search import locate_faces
+def test_a_photo_without_a_face_is_searched_again_padded_then_enlarged(monkeypatch):
+    from models.face.detect import Detection, FaceDetector
 
-    class Detector:  # finds a face (at x = y = 39.5) only in images at least `min_width` px wide
-        max_side = 640
+    sizes = []
 
-        def __init__(self, min_width: int = 100) -> None:
-            self.min_width = min_width
-            self.sizes = []
+    def fake(self, rgb):  # a face (at x = y = 39.5) only in images at least `min_width` px wide
+        sizes.append(rgb.shape[:2])
+        if rgb.shape[1] < min_width:
+            return []
+        return [Detection(box=np.array([0, 0, 80, 80], np.float32), score=0.9,
+                          points5=np.full((5, 2), 39.5, np.float32))]
 
-        def detect(self, rgb):
-            self.sizes.append(rgb.shape[:2])
-            if rgb.shape[1] < self.min_width:
-                return []
-            return [Detection(box=np.zeros(4, np.float32), score=0.9, points5=np.full((5, 2), 39.5, np.float32))]
-
-    det = Detector()
-    points = locate_faces(det, _textured(60, 64))
-    assert det.sizes == [(60, 64), (120, 128)]
-    np.testing.assert_allclose(points[0], 19.5)  # pixel centres: (39.5 + 0.5) / 2 - 0.5
-    det = Detector(min_width=500)
-    np.testing.assert_allclose(locate_faces(det, _textured(50, 400))[0], 40 / 1.6 - 0.5)
-    assert det.sizes == [(50, 400), (80, 640)]  # enlarged only up to the detector's max_side
-    det = Detector(min_width=700)
-    assert locate_faces(det, _textured(40, 640)) == [] and det.sizes == [(40, 640)]
+    monkeypatch.setattr(FaceDetector, "_detect_textured", fake)
+    detector = FaceDetector(max_side=640, enlarge=2.0)
+    min_width = 100
+    found = detector.detect(_textured(60, 64))
+    assert sizes == [(60, 64), (92, 96), (120, 128)]  # as it is, padded by 16 px, enlarged 2x
+    np.testing.assert_allclose(found[0].points5, 19.5)  # pixel centres: (39.5 + 0.5) / 2 - 0.5
+    np.testing.assert_allclose(found[0].box, [-0.25, -0.25, 39.75, 39.75])
+    sizes.clear()
+    min_width = 620
+    np.testing.assert_allclose(detector.detect(_textured(50, 400))[0].points5, 40 / 1.6 - 0.5)
+    assert sizes == [(50, 400), (250, 600), (80, 640)]  # enlarged only up to max_side
+    sizes.clear()
+    min_width = 2000
+    assert detector.detect(_textured(40, 640)) == [] and sizes == [(40, 640), (360, 960)]
+    sizes.clear()
+    assert FaceDetector(max_side=640).detect(_textured(60, 64)) == [] and sizes == [(60, 64), (92, 96)]
 
 
 @needs_detector
 def test_a_face_too_small_for_the_detector_is_found_in_the_enlarged_view():
     from models.data.faces import annotation_table
+    from models.face.detect import FaceDetector
     from models.glasses.search import detection_view, glasses_detector, locate_faces
 
     t = annotation_table("lfw")
@@ -278,7 +279,9 @@ def test_a_face_too_small_for_the_detector_is_found_in_the_enlarged_view():
                        interpolation=cv2.INTER_AREA)
     true = (t["five_points"][row][:2] + 0.5) * 75 / 250 - 0.5  # eyes 12 px apart
     detector = glasses_detector()
-    assert detector.detect(detection_view(photo)) == []
+    assert detector.enlarge == 2.0
+    one_look = FaceDetector(device="cpu", pyramid_step=0.5, conf_threshold=0.5, support_threshold=0.5, max_side=640)
+    assert one_look.detect(detection_view(photo)) == []
     found = locate_faces(detector, photo)
     assert len(found) == 1
     assert np.linalg.norm(found[0][:2].mean(0) - true.mean(0)) < 0.5 * np.linalg.norm(true[1] - true[0])
