@@ -15,7 +15,8 @@ Sets (all seeded: every item's seed is `image_seed(base seed, key)`):
                 textures), none seen in training.
 Each item goes through `GlassesSearch` exactly as a user's photo would (detector, band, correction,
 embedding, exact cosine search over all 3,200 registered products). A query's rank is the true product's
-position among all products (ties counted against it). Top-k counts a refused query as a miss.
+position among all products (ties counted against it). Top-k counts a refused query as a miss. The summary
+also splits the queries' top-10 and refusals by the true product's frame material, rim, lens and shape.
 
 Writes rows.jsonl (one row per item, resumable), config.json, summary.json and summary.md in --out.
 """
@@ -26,6 +27,7 @@ import json
 import math
 import time
 from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ LABELS = Path(__file__).resolve().parents[1] / "models" / "glasses" / "lfw_glass
 PUBLISHED_TABLE = "glass_finder"
 METHOD = "glass_finder"
 TOPK = (1, 5, 10)
+FRAME_GROUPS = ("material", "rim_style", "lens_type", "shape")  # product attributes the breakdown splits by
 SEED_RULE = "int.from_bytes(sha256(f'{base_seed}:{kind}/{key}').digest()[:4], 'big') % 2**31"
 QUERY_ORDER_SEED = 7
 
@@ -161,7 +164,26 @@ def _wilson(num: int, den: int, z: float = 1.96) -> list[float] | None:
     return [round(centre - half, 4), round(centre + half, 4)]
 
 
-def summarize_rows(rows: list[dict], config: dict, search_info: dict, published: dict, environment: dict) -> dict:
+def _top10_hit(r: dict) -> bool:
+    return not r["refused"] and r["rank"] is not None and r["rank"] <= 10
+
+
+def frame_breakdown(queries: list[dict], products: Mapping[str, Any]) -> dict:
+    """Per `FRAME_GROUPS` attribute, per value: queries, their top-10 (refused = miss) and share refused."""
+    out: dict[str, dict] = {}
+    for attr in FRAME_GROUPS:
+        groups: dict[str, list[dict]] = {}
+        for r in queries:
+            groups.setdefault(str(getattr(products[r["product_id"]], attr)), []).append(r)
+        out[attr] = {value: {"count": len(rs), "top10": sum(map(_top10_hit, rs)) / len(rs),
+                             "refused": sum(r["refused"] for r in rs) / len(rs)}
+                     for value, rs in sorted(groups.items(), key=lambda kv: -len(kv[1]))}
+    return out
+
+
+def summarize_rows(rows: list[dict], config: dict, search_info: dict, published: dict, environment: dict,
+                   products: Mapping[str, Any] | None = None) -> dict:
+    """The summary of the rows; with `products` (id -> catalogue product) also top-10 by frame attributes."""
     by_kind: dict[str, list[dict]] = {}
     for r in rows:
         by_kind.setdefault(r["kind"], []).append(r)
@@ -223,6 +245,7 @@ def summarize_rows(rows: list[dict], config: dict, search_info: dict, published:
         "detection": det,
         "rank_summary": {"median_rank_searched": float(np.median(ranks)) if ranks else None,
                          "mean_reciprocal_rank_searched": float(np.mean([1 / r for r in ranks])) if ranks else None},
+        "by_frame": frame_breakdown(queries, products) if products is not None else None,
         "published": published,
         "search": search_info,
         "environment": environment,
@@ -256,6 +279,12 @@ def render_markdown(s: dict) -> str:
             lines.append(f"| {label} | " + " | ".join(_fmt(vals.get(m)) for m in cols) + f" | {ours_cells} |")
     else:
         lines.append(f"Published table unavailable: {pub['reason']}")
+    if s.get("by_frame"):
+        lines += ["", "## Top-10 by frame (refused queries count as misses)", "",
+                  "| attribute | value | queries | top-10 | refused |", "|---|---|---|---|---|"]
+        for attr, values in s["by_frame"].items():
+            lines += [f"| {attr} | {v} | {g['count']} | {g['top10']:.3f} | {g['refused']:.3f} |"
+                      for v, g in values.items()]
     t = s["timing"][METHOD]
     undetected = ", ".join(f"{k} {v['no_face_detected']}/{v['count']}" for k, v in s["detection"].items())
     search = {k: v for k, v in s["search"].items() if k != "products"}
@@ -331,7 +360,8 @@ def evaluate_glasses(opts: GlassesOptions, log=print) -> dict:
             pending = []
     store.append(pending)
     rows += pending
-    summary = summarize_rows(rows, config, info, load_published((PUBLISHED_TABLE,)), _environment("cpu"))
+    summary = summarize_rows(rows, config, info, load_published((PUBLISHED_TABLE,)), _environment("cpu"),
+                             {p.id: p for p in search.products})
     (opts.out / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
     (opts.out / "summary.md").write_text(render_markdown(summary))
     return summary

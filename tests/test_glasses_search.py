@@ -337,6 +337,22 @@ def test_catalogue_index_round_trip_and_weights_check(tmp_path):
 
 # ------------------------------------------------------------------------------------------- eval task
 
+def test_frame_breakdown_counts_refused_queries_as_misses():
+    from types import SimpleNamespace
+
+    from eval.glasses import frame_breakdown
+
+    frame = {"a": ("metal", "full", "clear", "round"), "b": ("acetate", "full", "tinted", "round")}
+    products = {k: SimpleNamespace(**dict(zip(("material", "rim_style", "lens_type", "shape"), v)))
+                for k, v in frame.items()}
+    queries = [{"product_id": "a", "refused": False, "rank": 3}, {"product_id": "a", "refused": True, "rank": 1},
+               {"product_id": "a", "refused": False, "rank": 11}, {"product_id": "b", "refused": False, "rank": 1}]
+    out = frame_breakdown(queries, products)
+    assert out["material"]["metal"] == {"count": 3, "top10": pytest.approx(1 / 3), "refused": pytest.approx(1 / 3)}
+    assert out["material"]["acetate"] == {"count": 1, "top10": 1.0, "refused": 0.0}
+    assert list(out["shape"]) == ["round"] and out["shape"]["round"]["top10"] == 0.5
+
+
 @needs_detector
 def test_eval_task_runs_end_to_end_on_a_tiny_subset_and_resumes(tmp_path, tiny_search):
     from eval.glasses import METHOD, GlassesOptions, evaluate_glasses
@@ -356,6 +372,10 @@ def test_eval_task_runs_end_to_end_on_a_tiny_subset_and_resumes(tmp_path, tiny_s
     assert ours["top1"]["value"] <= ours["top5"]["value"] <= ours["top10"]["value"]
     assert summary["published"]["available"] is False or "glass_finder" in summary["published"]["tables"]
     assert "top-1" in (tmp_path / "g" / "summary.md").read_text()
+    by_material = summary["by_frame"]["material"]
+    assert sum(g["count"] for g in by_material.values()) == 2
+    assert sum(g["count"] * g["top10"] for g in by_material.values()) == pytest.approx(top10 * 2)
+    assert "Top-10 by frame" in (tmp_path / "g" / "summary.md").read_text()
     evaluate_glasses(opts)  # resumes: nothing is redone
     assert len((tmp_path / "g" / "rows.jsonl").read_text().splitlines()) == len(rows)
     headers, table = leaderboard_table(summary)
