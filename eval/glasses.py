@@ -26,8 +26,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -164,8 +164,9 @@ def _wilson(num: int, den: int, z: float = 1.96) -> list[float] | None:
     return [round(centre - half, 4), round(centre + half, 4)]
 
 
-def _top10_hit(r: dict) -> bool:
-    return not r["refused"] and r["rank"] is not None and r["rank"] <= 10
+def _hit(r: dict, k: int) -> bool:
+    """Whether a query row found its product among the first k (a refused query never does)."""
+    return not r["refused"] and r["rank"] is not None and r["rank"] <= k
 
 
 def frame_breakdown(queries: list[dict], products: Mapping[str, Any]) -> dict:
@@ -175,15 +176,15 @@ def frame_breakdown(queries: list[dict], products: Mapping[str, Any]) -> dict:
         groups: dict[str, list[dict]] = {}
         for r in queries:
             groups.setdefault(str(getattr(products[r["product_id"]], attr)), []).append(r)
-        out[attr] = {value: {"count": len(rs), "top10": sum(map(_top10_hit, rs)) / len(rs),
+        out[attr] = {value: {"count": len(rs), "top10": sum(_hit(r, 10) for r in rs) / len(rs),
                              "refused": sum(r["refused"] for r in rs) / len(rs)}
                      for value, rs in sorted(groups.items(), key=lambda kv: -len(kv[1]))}
     return out
 
 
 def summarize_rows(rows: list[dict], config: dict, search_info: dict, published: dict, environment: dict,
-                   products: Mapping[str, Any] | None = None) -> dict:
-    """The summary of the rows; with `products` (id -> catalogue product) also top-10 by frame attributes."""
+                   products: Mapping[str, Any]) -> dict:
+    """The summary of the rows; `products` (id -> catalogue product) for the breakdown by frame."""
     by_kind: dict[str, list[dict]] = {}
     for r in rows:
         by_kind.setdefault(r["kind"], []).append(r)
@@ -199,7 +200,7 @@ def summarize_rows(rows: list[dict], config: dict, search_info: dict, published:
                        else {"unavailable": "no items"})
 
     for k in TOPK:
-        hits = sum(1 for r in queries if not r["refused"] and r["rank"] is not None and r["rank"] <= k)
+        hits = sum(_hit(r, k) for r in queries)
         put(f"top{k}", f"top-{k}", hits, n, False,
             f"share of queries whose true product is among the first {k} of all registered products; refused "
             "queries count as misses")
@@ -245,7 +246,7 @@ def summarize_rows(rows: list[dict], config: dict, search_info: dict, published:
         "detection": det,
         "rank_summary": {"median_rank_searched": float(np.median(ranks)) if ranks else None,
                          "mean_reciprocal_rank_searched": float(np.mean([1 / r for r in ranks])) if ranks else None},
-        "by_frame": frame_breakdown(queries, products) if products is not None else None,
+        "by_frame": frame_breakdown(queries, products),
         "published": published,
         "search": search_info,
         "environment": environment,
@@ -279,12 +280,10 @@ def render_markdown(s: dict) -> str:
             lines.append(f"| {label} | " + " | ".join(_fmt(vals.get(m)) for m in cols) + f" | {ours_cells} |")
     else:
         lines.append(f"Published table unavailable: {pub['reason']}")
-    if s.get("by_frame"):
-        lines += ["", "## Top-10 by frame (refused queries count as misses)", "",
-                  "| attribute | value | queries | top-10 | refused |", "|---|---|---|---|---|"]
-        for attr, values in s["by_frame"].items():
-            lines += [f"| {attr} | {v} | {g['count']} | {g['top10']:.3f} | {g['refused']:.3f} |"
-                      for v, g in values.items()]
+    lines += ["", "## Top-10 by frame (refused queries count as misses)", "",
+              "| attribute | value | queries | top-10 | refused |", "|---|---|---|---|---|"]
+    for attr, values in s["by_frame"].items():
+        lines += [f"| {attr} | {v} | {g['count']} | {g['top10']:.3f} | {g['refused']:.3f} |" for v, g in values.items()]
     t = s["timing"][METHOD]
     undetected = ", ".join(f"{k} {v['no_face_detected']}/{v['count']}" for k, v in s["detection"].items())
     search = {k: v for k, v in s["search"].items() if k != "products"}
