@@ -206,7 +206,7 @@ def summarize_rows(rows: list[dict], config: dict, search_info: dict, published:
             "queries count as misses")
     searched = [r for r in queries if not r["refused"]]
     for k in TOPK:
-        hits = sum(1 for r in searched if r["rank"] <= k)
+        hits = sum(_hit(r, k) for r in searched)
         put(f"top{k}_searched", f"top-{k} of searched", hits, len(searched), False,
             f"top-{k} over the queries that were not refused")
     refused_q = sum(r["refused"] for r in queries)
