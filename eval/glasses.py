@@ -16,7 +16,8 @@ Sets (all seeded: every item's seed is `image_seed(base seed, key)`):
 Each item goes through `GlassesSearch` exactly as a user's photo would (detector, band, correction,
 embedding, exact cosine search over all 3,200 registered products). A query's rank is the true product's
 position among all products (ties counted against it). Top-k counts a refused query as a miss. The summary
-also splits the queries' top-10 and refusals by the true product's frame material, rim, lens and shape.
+also splits the queries' top-10 and refusals by the true product's frame material, rim, lens and shape, and
+by the query photo's eye distance (its true eye centres after the augmentation's resize, in px).
 
 Writes rows.jsonl (one row per item, resumable), config.json, summary.json and summary.md in --out.
 """
@@ -41,6 +42,7 @@ PUBLISHED_TABLE = "glass_finder"
 METHOD = "glass_finder"
 TOPK = (1, 5, 10)
 FRAME_GROUPS = ("material", "rim_style", "lens_type", "shape")  # product attributes the breakdown splits by
+EYE_DISTANCE_BINS = (26.0, 32.0, 38.0)  # px: edges of the breakdown by the query photo's eye distance
 SEED_RULE = "int.from_bytes(sha256(f'{base_seed}:{kind}/{key}').digest()[:4], 'big') % 2**31"
 QUERY_ORDER_SEED = 7
 
@@ -91,7 +93,8 @@ def plan(opts: GlassesOptions) -> list[dict]:
 
 
 class _Photos:
-    """Builds each item's photo (and, for queries, its true product) from its seed."""
+    """Builds each item's photo (and, for LFW faces, its true product or None, and its true eye points) from
+    its seed."""
 
     def __init__(self) -> None:
         from models.data.faces import annotation_table
@@ -100,7 +103,7 @@ class _Photos:
         self.table = annotation_table("lfw")
         self.test_products = build_catalogue().split("test")
 
-    def __call__(self, item: dict) -> tuple[np.ndarray, Any]:
+    def __call__(self, item: dict) -> tuple[np.ndarray, Any, np.ndarray | None]:
         import cv2
 
         from models.glasses.augment import augment_photo
@@ -109,7 +112,7 @@ class _Photos:
 
         rng = np.random.default_rng(item["seed"])
         if item["kind"] == "non_face":
-            return nonface_image(rng), None
+            return nonface_image(rng), None, None
         t, row = self.table, item["row"]
         bgr = cv2.imread(str(t["image_dir"] / t["file"][row]), cv2.IMREAD_COLOR)
         if bgr is None:
@@ -119,14 +122,16 @@ class _Photos:
         if item["kind"] == "query":
             product = self.test_products[int(rng.integers(len(self.test_products)))]
             img = render_tryon(img, t["landmarks"][row].astype(np.float32), product, seed=int(rng.integers(2**31)))
-        photo, _ = augment_photo(img, t["five_points"][row], rng)
-        return photo, product
+        photo, points = augment_photo(img, t["five_points"][row], rng)
+        return photo, product, points[:2]
 
 
-def _row(search, item: dict, photo: np.ndarray, product) -> dict:
+def _row(search, item: dict, photo: np.ndarray, product, eyes: np.ndarray | None = None) -> dict:
     from models.glasses.search import GlassesRefusal
 
     row = {"kind": item["kind"], "key": item["key"], "seed": item["seed"]}
+    if eyes is not None:
+        row["eye_distance"] = round(float(np.linalg.norm(eyes[1] - eyes[0])), 2)
     t0 = time.perf_counter()
     try:
         face, _ = search.embed(photo)
@@ -169,6 +174,11 @@ def _hit(r: dict, k: int) -> bool:
     return not r["refused"] and r["rank"] is not None and r["rank"] <= k
 
 
+def _group_stats(groups: dict[str, list[dict]]) -> dict:
+    return {value: {"count": len(rs), "top10": sum(_hit(r, 10) for r in rs) / len(rs),
+                    "refused": sum(r["refused"] for r in rs) / len(rs)} for value, rs in groups.items()}
+
+
 def frame_breakdown(queries: list[dict], products: Mapping[str, Any]) -> dict:
     """Per `FRAME_GROUPS` attribute, per value: queries, their top-10 (refused = miss) and share refused."""
     out: dict[str, dict] = {}
@@ -176,10 +186,19 @@ def frame_breakdown(queries: list[dict], products: Mapping[str, Any]) -> dict:
         groups: dict[str, list[dict]] = {}
         for r in queries:
             groups.setdefault(str(getattr(products[r["product_id"]], attr)), []).append(r)
-        out[attr] = {value: {"count": len(rs), "top10": sum(_hit(r, 10) for r in rs) / len(rs),
-                             "refused": sum(r["refused"] for r in rs) / len(rs)}
-                     for value, rs in sorted(groups.items(), key=lambda kv: -len(kv[1]))}
+        out[attr] = _group_stats(dict(sorted(groups.items(), key=lambda kv: -len(kv[1]))))
     return out
+
+
+def eye_distance_breakdown(queries: list[dict], edges: tuple[float, ...] = EYE_DISTANCE_BINS) -> dict:
+    """Per bin of the query photo's eye distance (px, `edges` between bins): queries, top-10, share refused.
+    Rows without an `eye_distance` (written before it was recorded) are left out."""
+    labels = [f"< {edges[0]:g}"] + [f"{a:g}-{b:g}" for a, b in zip(edges, edges[1:])] + [f">= {edges[-1]:g}"]
+    groups: dict[str, list[dict]] = {}
+    for r in queries:
+        if r.get("eye_distance") is not None:
+            groups.setdefault(labels[int(np.searchsorted(edges, r["eye_distance"], side="right"))], []).append(r)
+    return _group_stats({label: groups[label] for label in labels if label in groups})
 
 
 def summarize_rows(rows: list[dict], config: dict, search_info: dict, published: dict, environment: dict,
@@ -247,6 +266,7 @@ def summarize_rows(rows: list[dict], config: dict, search_info: dict, published:
         "rank_summary": {"median_rank_searched": float(np.median(ranks)) if ranks else None,
                          "mean_reciprocal_rank_searched": float(np.mean([1 / r for r in ranks])) if ranks else None},
         "by_frame": frame_breakdown(queries, products),
+        "by_eye_distance": eye_distance_breakdown(queries),
         "published": published,
         "search": search_info,
         "environment": environment,
@@ -284,6 +304,10 @@ def render_markdown(s: dict) -> str:
               "| attribute | value | queries | top-10 | refused |", "|---|---|---|---|---|"]
     for attr, values in s["by_frame"].items():
         lines += [f"| {attr} | {v} | {g['count']} | {g['top10']:.3f} | {g['refused']:.3f} |" for v, g in values.items()]
+    lines += ["", "## Top-10 by the query photo's eye distance (px; refused queries count as misses)", "",
+              "| eye distance | queries | top-10 | refused |", "|---|---|---|---|"]
+    lines += [f"| {b} | {g['count']} | {g['top10']:.3f} | {g['refused']:.3f} |"
+              for b, g in s["by_eye_distance"].items()]
     t = s["timing"][METHOD]
     undetected = ", ".join(f"{k} {v['no_face_detected']}/{v['count']}" for k, v in s["detection"].items())
     search = {k: v for k, v in s["search"].items() if k != "products"}
@@ -351,8 +375,8 @@ def evaluate_glasses(opts: GlassesOptions, log=print) -> dict:
     photos = _Photos()
     pending: list[dict] = []
     for item in tqdm(items, desc="glasses eval", unit="item", disable=not opts.progress):
-        photo, product = photos(item)
-        pending.append(_row(search, item, photo, product))
+        photo, product, eyes = photos(item)
+        pending.append(_row(search, item, photo, product, eyes))
         if len(pending) >= 50:
             store.append(pending)
             rows += pending

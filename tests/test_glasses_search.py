@@ -353,6 +353,19 @@ def test_frame_breakdown_counts_refused_queries_as_misses():
     assert list(out["shape"]) == ["round"] and out["shape"]["round"]["top10"] == 0.5
 
 
+def test_eye_distance_breakdown_bins_queries_by_their_photo_eye_distance():
+    from eval.glasses import eye_distance_breakdown
+
+    queries = [{"eye_distance": 21.0, "refused": False, "rank": 2}, {"eye_distance": 26.0, "refused": True, "rank": 1},
+               {"eye_distance": 30.0, "refused": False, "rank": 12}, {"eye_distance": 45.5, "refused": False, "rank": 1},
+               {"refused": False, "rank": 1}]
+    out = eye_distance_breakdown(queries, edges=(26.0, 32.0, 38.0))
+    assert list(out) == ["< 26", "26-32", ">= 38"]
+    assert out["< 26"] == {"count": 1, "top10": 1.0, "refused": 0.0}
+    assert out["26-32"] == {"count": 2, "top10": 0.0, "refused": 0.5}
+    assert out[">= 38"]["count"] == 1
+
+
 @needs_detector
 def test_eval_task_runs_end_to_end_on_a_tiny_subset_and_resumes(tmp_path, tiny_search):
     from eval.glasses import METHOD, GlassesOptions, evaluate_glasses
@@ -376,6 +389,8 @@ def test_eval_task_runs_end_to_end_on_a_tiny_subset_and_resumes(tmp_path, tiny_s
     assert sum(g["count"] for g in by_material.values()) == 2
     assert sum(g["count"] * g["top10"] for g in by_material.values()) == pytest.approx(top10 * 2)
     assert "Top-10 by frame" in (tmp_path / "g" / "summary.md").read_text()
+    assert all(0 < r["eye_distance"] <= 46.5 for r in queries)  # the augmentation only shrinks, to at most 46 px
+    assert sum(g["count"] for g in summary["by_eye_distance"].values()) == 2
     evaluate_glasses(opts)  # resumes: nothing is redone
     assert len((tmp_path / "g" / "rows.jsonl").read_text().splitlines()) == len(rows)
     headers, table = leaderboard_table(summary)

@@ -111,7 +111,7 @@ def build_search_sheet(queries: int = 8, seed: int = 2024) -> tuple[np.ndarray, 
     photos = _Photos()
     lines, ranks = [], []
     for item in items:
-        photo, product = photos(item)
+        photo, product, _ = photos(item)
         side = min(photo.shape[:2])
         square = cv2.resize(photo[(photo.shape[0] - side) // 2:][:side, (photo.shape[1] - side) // 2:][:, :side],
                             (CELL, CELL), interpolation=cv2.INTER_AREA)
