@@ -126,7 +126,7 @@ class _Photos:
         return photo, product, points[:2]
 
 
-def _row(search, item: dict, photo: np.ndarray, product, eyes: np.ndarray | None = None) -> dict:
+def _row(search, item: dict, photo: np.ndarray, product, eyes: np.ndarray | None) -> dict:
     from models.glasses.search import GlassesRefusal
 
     row = {"kind": item["kind"], "key": item["key"], "seed": item["seed"]}
