@@ -101,6 +101,26 @@ def test_embed_face_keeps_the_start_whose_band_shows_glasses_most_surely():
     assert len({round(f.presence, 6) for f in singles}) == 3  # the starts really lead to different bands
 
 
+def test_a_correction_that_collapses_the_eyes_is_not_taken():
+    from models.glasses.embedder import GlassesEmbedder
+
+    class Collapsing(torch.nn.Module):  # the eye head moves both eyes onto their midpoint
+        def __init__(self, net: torch.nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> dict:
+            out = dict(self.net(x))
+            out["eyes"] = torch.tensor([0.5, 0.0, -0.5, 0.0]).expand(len(x), 4)
+            return out
+
+    photo = _textured()
+    eyes = np.array([[105.0, 90.0], [155.0, 92.0]])
+    face = GlassesEmbedder(Collapsing(_net(3)), refine=5, start_scales=()).embed_face(photo, eyes)
+    np.testing.assert_allclose(face.eyes, eyes, atol=1e-9)
+    np.testing.assert_allclose(face.band, crop_band(photo, eyes))
+
+
 def test_training_jitter_targets_point_at_the_true_eyes():
     from models.glasses.train import cut_bands, jitter_affines
 
@@ -173,6 +193,18 @@ def test_registration_is_the_normalised_mean_of_reference_embeddings():
 
 
 @needs_data
+def test_presence_thresholds_refuse_a_quantile_of_located_glasses_and_let_no_refused_face_without_through():
+    from models.glasses.register import presence_thresholds
+
+    located = np.stack([np.linspace(0.5, 1.0, 101), np.ones(101), np.zeros(101)], 1)
+    mislocated = np.array([[0.01, 0.0, 0.0], [0.02, 0.0, 0.0]])  # not located: not counted in the quantile
+    none = np.array([[0.1, 1.0, 0.97], [0.3, 1.0, 0.99], [0.95, 1.0, 0.999], [0.2, 1.0, 0.5]])
+    first, second = presence_thresholds(np.concatenate([located, mislocated]), none, 0.02)
+    assert first == pytest.approx(0.51)
+    assert 0.99 < second < 0.9901  # above the refused faces' best second look; 0.999 was accepted at once
+    assert presence_thresholds(located, none[:1] * [1, 1, 0.1], 0.02)[1] == first  # never below the first
+
+
 def test_register_products_embeds_renders_on_the_reference_faces():
     from models.glasses.catalogue import build_catalogue
     from models.glasses.embedder import GlassesEmbedder
@@ -235,6 +267,62 @@ def test_the_candidate_face_most_likely_wearing_glasses_is_searched():
     assert int(points[0, 0]) == 3 and face.presence == 0.9  # face 1 (0.99) was not among the four
     assert int(embed_glasses_face(Embedder(), Detector(2), photo)[1][0, 0]) == 1
     assert embed_glasses_face(Embedder(), Detector(0), photo) is None
+
+
+def test_a_face_the_first_look_would_refuse_gets_a_second_look_from_wider_starts():
+    from models.face.detect import Detection
+    from models.glasses.embedder import FaceEmbedding
+    from models.glasses.search import embed_glasses_face
+
+    class Detector:  # two faces, points at x = 0 and x = 1
+        def detect(self, rgb):
+            return [Detection(box=np.array([0, 0, 60, 60], np.float32), score=0.9 - i / 10,
+                              points5=np.full((5, 2), float(i), np.float32)) for i in range(2)]
+
+    class Embedder:
+        def __init__(self, first: list[float], wide: list[float | None]) -> None:
+            self.first, self.wide, self.wide_calls = first, wide, 0
+
+        def _face(self, presence: float, tag: float) -> FaceEmbedding:
+            return FaceEmbedding(embedding=np.ones(3, np.float32), presence=presence,
+                                 eyes=np.full((2, 2), tag), band=np.zeros((48, 128, 3), np.uint8))
+
+        def embed_face(self, rgb, points):
+            return self._face(self.first[int(points[0, 0])], 0.0)
+
+        def embed_face_widely(self, rgb, points):
+            self.wide_calls += 1
+            p = self.wide[int(points[0, 0])]
+            return None if p is None else self._face(p, 1.0)
+
+    photo = np.full((64, 64, 3), 100, np.uint8)
+    look = (0.8, 0.95)
+    sure = Embedder([0.3, 0.85], [0.99, 0.99])  # the first look accepts: no second look
+    face, _ = embed_glasses_face(sure, Detector(), photo, look)
+    assert face.presence == 0.85 and sure.wide_calls == 0
+    found = Embedder([0.3, 0.5], [None, 0.97])  # the second look finds glasses on face 1
+    face, points = embed_glasses_face(found, Detector(), photo, look)
+    assert face.presence == 0.97 and face.eyes[0, 0] == 1.0 and int(points[0, 0]) == 1 and found.wide_calls == 2
+    unsure = Embedder([0.3, 0.5], [0.9, 0.94])  # not sure enough: the first look's face is kept (and refused)
+    face, points = embed_glasses_face(unsure, Detector(), photo, look)
+    assert face.presence == 0.5 and face.eyes[0, 0] == 0.0 and int(points[0, 0]) == 1
+    face, _ = embed_glasses_face(Embedder([0.3, 0.5], [0.99, 0.99]), Detector(), photo)  # no second look asked
+    assert face.presence == 0.5
+
+
+def test_second_look_starts_scale_and_move_the_detected_eyes():
+    from models.glasses.embedder import eye_starts
+
+    points = np.array([[100.0, 80.0], [140.0, 80.0], [120, 100], [105, 120], [135, 120]])
+    assert len(eye_starts(points, (1.0, 0.87, 1.15))) == 3
+    np.testing.assert_allclose(eye_starts(points, (1.0,))[0], points[:2])
+    starts = eye_starts(points, (0.5, 2.0), 0.25)
+    assert len(starts) == 10
+    distances = [np.linalg.norm(e[1] - e[0]) for e in starts]
+    np.testing.assert_allclose(distances, [20.0] * 5 + [80.0] * 5)
+    mids = np.array([e.mean(0) for e in starts])
+    np.testing.assert_allclose(mids[:5], [[120, 80], [125, 80], [115, 80], [120, 85], [120, 75]])
+    np.testing.assert_allclose(mids[5:], [[120, 80], [140, 80], [100, 80], [120, 100], [120, 60]])
 
 
 def test_a_photo_without_a_face_is_searched_again_padded_then_enlarged(monkeypatch):

@@ -13,8 +13,11 @@ The presence threshold of the refusal is calibrated here too, through the whole 
 queries: with glasses (random catalogue products) and without. The threshold is the `CALIBRATION_QUANTILE`
 quantile of the presence probabilities of the with-glasses faces that the pipeline located (corrected eyes
 within `LOCATED` eye distances of the true ones: on the padded UTKFace crops the detector sometimes takes
-the blurred reflection for the face, a failure the threshold should not be set by); the rates on both
-sets are stored with it.
+the blurred reflection for the face, a failure the threshold should not be set by). A photo the first look
+would refuse gets a second look from wider starts (`search.embed_glasses_face`); its threshold is set so
+that it accepts none of the calibration faces without glasses that the first look refuses (just above
+the highest second-look presence among them, and never below the first threshold). The rates on both sets
+are stored with them.
 
 Writes `<weights folder>/catalogue_index.safetensors` (see `search.save_catalogue_index`).
 """
@@ -148,21 +151,31 @@ def register_products(embedder, products: list, rows: np.ndarray, augmented_rows
     return out
 
 
+def presence_thresholds(glasses: np.ndarray, none: np.ndarray, quantile: float) -> tuple[float, float]:
+    """(presence threshold, second-look threshold) from calibration rows (first-look presence, located 0/1,
+    second-look presence) of faces with and without glasses: the first is the `quantile` quantile of the located
+    with-glasses faces' presences; the second lies just above every second-look presence of the faces without
+    glasses that the first refuses, and never below the first."""
+    threshold = float(np.quantile(glasses[glasses[:, 1] > 0, 0], quantile))
+    refused = none[none[:, 0] < threshold]
+    return threshold, max(threshold, float(np.nextafter(refused[:, 2].max(initial=0.0), 1.0)))
+
+
 def calibrate_presence(embedder, products: list, exclude_rows: np.ndarray, n: int = CALIBRATION_FACES,
                        seed: int = 1, quantile: float = CALIBRATION_QUANTILE) -> dict:
-    """Presence threshold from whole-pipeline queries on augmented UTKFace validation faces (see module doc)."""
+    """Presence thresholds from whole-pipeline queries on augmented UTKFace validation faces (see module doc)."""
     from models.glasses.augment import augment_photo
     from models.glasses.render import render_tryon
-    from models.glasses.search import embed_glasses_face, glasses_detector
+    from models.glasses.search import glasses_detector, locate_faces
 
     t = _table()
     rows = np.setdiff1d(np.flatnonzero((t["split"] == "validation") & (t["qc"] >= 0)), exclude_rows)
     rng = np.random.default_rng(seed)
     chosen = rng.choice(rows, 2 * n, replace=False)
     detector = glasses_detector()
-    probs: dict[str, list[float]] = {"glasses": [], "none": []}
+    # Per face found: the first look's presence, whether it located the eyes, the second look's presence (0: none).
+    looks: dict[str, list[tuple[float, bool, float]]] = {"glasses": [], "none": []}
     missed = {"glasses": 0, "none": 0}
-    mislocated = 0
     for i, row in enumerate(chosen):
         kind = "glasses" if i < n else "none"
         img, landmarks, p5 = _load_face(int(row))
@@ -170,23 +183,33 @@ def calibrate_presence(embedder, products: list, exclude_rows: np.ndarray, n: in
             product = products[int(rng.integers(len(products)))]
             img = render_tryon(img, landmarks, product, seed=int(rng.integers(2**31)))
         photo, true_points = augment_photo(img, p5, rng)
-        found = embed_glasses_face(embedder, detector, photo)
-        if found is None:
+        faces = locate_faces(detector, photo)
+        if not faces:
             missed[kind] += 1
             continue
-        face = found[0]
+        first = max((embedder.embed_face(photo, p) for p in faces), key=lambda f: f.presence)
         iod = float(np.linalg.norm(true_points[1] - true_points[0]))
-        if kind == "glasses" and np.linalg.norm(face.eyes - true_points[:2], axis=1).max() > LOCATED * iod:
-            mislocated += 1
-            continue
-        probs[kind].append(face.presence)
-    threshold = float(np.quantile(probs["glasses"], quantile))
-    return {"threshold": threshold, "quantile": quantile, "faces_per_set": n, "no_face_detected": missed,
-            "glasses_mislocated_left_out": mislocated,
-            "glasses_refused": float(np.mean(np.array(probs["glasses"]) < threshold)),
-            "no_glasses_refused": float(np.mean(np.array(probs["none"]) < threshold)),
+        located = bool(np.linalg.norm(first.eyes - true_points[:2], axis=1).max() <= LOCATED * iod)
+        wide = [f.presence for p in faces if (f := embedder.embed_face_widely(photo, p)) is not None]
+        looks[kind].append((first.presence, located, max(wide, default=0.0)))
+    glasses, none = (np.array(looks[k], np.float64).reshape(-1, 3) for k in ("glasses", "none"))
+    located = glasses[:, 1] > 0
+    threshold, second = presence_thresholds(glasses, none, quantile)
+
+    def refused(x: np.ndarray) -> np.ndarray:
+        return (x[:, 0] < threshold) & (x[:, 2] < second)
+
+    return {"threshold": threshold, "quantile": quantile, "second_look_threshold": second,
+            "faces_per_set": n, "no_face_detected": missed,
+            "glasses_mislocated_left_out": int((~located).sum()),
+            "glasses_refused_first_look": float(np.mean(glasses[located, 0] < threshold)),
+            "glasses_refused": float(np.mean(refused(glasses[located]))),
+            "glasses_mislocated_refused_first_look": float(np.mean(glasses[~located, 0] < threshold)),
+            "glasses_mislocated_refused": float(np.mean(refused(glasses[~located]))),
+            "no_glasses_refused": float(np.mean(refused(none))),
             "note": "UTKFace validation faces, augmented like the queries; some UTKFace people wear real "
-                    "glasses (unlabelled), so 'no_glasses_refused' understates the refusal of faces without"}
+                    "glasses (unlabelled), so 'no_glasses_refused' understates the refusal of faces without. "
+                    "The second look accepts none of the faces without glasses that the first look refuses"}
 
 
 def register_catalogue(weights_folder: str | Path, catalogue_seed: int = 0, catalogue_size: int = 3200,
@@ -214,8 +237,9 @@ def register_catalogue(weights_folder: str | Path, catalogue_seed: int = 0, cata
     seconds = time.time() - t0
     log("calibrating the presence threshold ...")
     calibration = calibrate_presence(embedder, products, np.concatenate([rows, augmented_rows]))
-    log(f"presence threshold {calibration['threshold']:.4f}: refuses {calibration['glasses_refused']:.3f} of "
-        f"with-glasses and {calibration['no_glasses_refused']:.3f} of without-glasses calibration faces")
+    log(f"presence threshold {calibration['threshold']:.4f}, second look from {calibration['second_look_threshold']:.4f}: "
+        f"refuses {calibration['glasses_refused']:.3f} of located with-glasses and "
+        f"{calibration['no_glasses_refused']:.3f} of without-glasses calibration faces")
     t = _table()
     meta = {"model_sha256": sha256_file(folder / "model.safetensors"), "catalogue_seed": catalogue_seed,
             "catalogue_size": catalogue_size, "reference_faces": [str(t["file"][r]) for r in rows],
@@ -223,6 +247,7 @@ def register_catalogue(weights_folder: str | Path, catalogue_seed: int = 0, cata
             "reference_render_seeds": list(range(len(rows) + len(augmented_rows))),
             "augmentation_seeds": [[REFERENCE_SEED, k] for k in range(len(augmented_rows))],
             "presence_threshold": calibration["threshold"],
+            "second_look_threshold": calibration["second_look_threshold"],
             "calibration": calibration, "registration_seconds": round(seconds, 1),
             "how": "mean of the L2-normalised band embeddings of the product on the reference faces (clean, then "
                    "augmented like queries), normalised"}

@@ -12,7 +12,10 @@ cosine search over the registered catalogue (exact faiss index). Of up to four d
 presence head is surest wears glasses is searched.
 
 Refusal: no face found, or the network's presence probability below the threshold calibrated at
-registration (`register.py`), gives `GlassesRefusal` with `REFUSAL_MESSAGE`.
+registration (`register.py`), gives `GlassesRefusal` with `REFUSAL_MESSAGE`. Before refusing for the
+presence, the search takes a second look from wider starts around each face (the detector often boxes only
+an eye or the forehead of a face wearing glasses), taken only if its presence reaches a second, higher
+threshold calibrated with the first.
 
 The app (`app.run_glasses_tab`) loads one `GlassesSearch` per process and shows its results.
 """
@@ -84,10 +87,22 @@ def locate_faces(detector, rgb: np.ndarray, limit: int = CANDIDATE_FACES) -> lis
     return [np.asarray(f.points5, np.float64) for f in faces[:limit]]
 
 
-def embed_glasses_face(embedder: GlassesEmbedder, detector, rgb: np.ndarray) -> tuple[FaceEmbedding, np.ndarray] | None:
-    """(embedding, 5 points) of the candidate face with the highest glasses presence, or None without a face."""
-    embedded = [(embedder.embed_face(rgb, points), points) for points in locate_faces(detector, rgb)]
-    return max(embedded, key=lambda e: e[0].presence) if embedded else None
+def embed_glasses_face(embedder: GlassesEmbedder, detector, rgb: np.ndarray,
+                       second_look: tuple[float, float] | None = None) -> tuple[FaceEmbedding, np.ndarray] | None:
+    """(embedding, 5 points) of the candidate face with the highest glasses presence, or None without a face.
+
+    With `second_look` = (below, accept): when that presence is under `below`, every candidate is embedded again
+    from wider starts (`GlassesEmbedder.embed_face_widely`), and the best of those replaces it if its presence
+    reaches `accept`."""
+    faces = locate_faces(detector, rgb)
+    if not faces:
+        return None
+    found = max(((embedder.embed_face(rgb, p), p) for p in faces), key=lambda e: e[0].presence)
+    if second_look is not None and found[0].presence < second_look[0]:
+        wide = [(face, p) for p in faces if (face := embedder.embed_face_widely(rgb, p)) is not None]
+        if wide and (best := max(wide, key=lambda e: e[0].presence))[0].presence >= second_look[1]:
+            found = best
+    return found
 
 
 @dataclass(frozen=True)
@@ -125,7 +140,7 @@ class SearchResponse:
 
 class GlassesSearch:
     def __init__(self, embedder: GlassesEmbedder, embeddings: np.ndarray, products: list[GlassesProduct],
-                 presence_threshold: float, detector=None) -> None:
+                 presence_threshold: float, detector=None, second_look_threshold: float | None = None) -> None:
         from models.glasses.index import as_unit, build_index
 
         if len(embeddings) != len(products):
@@ -136,6 +151,10 @@ class GlassesSearch:
         self.embeddings = as_unit(embeddings)
         self.index = build_index(self.embeddings, "exact")
         self.presence_threshold = float(presence_threshold)
+        if second_look_threshold is not None and second_look_threshold < presence_threshold:
+            raise ValueError(f"the second look's threshold {second_look_threshold} is below the presence threshold "
+                             f"{presence_threshold}")
+        self.second_look_threshold = second_look_threshold
         self.detector = detector if detector is not None else glasses_detector()
 
     @classmethod
@@ -161,15 +180,21 @@ class GlassesSearch:
         if missing:
             raise CatalogueIndexError(f"{len(missing)} registered products (e.g. {missing[0]}) are not in the catalogue")
         return cls(embedder, index.embeddings, [by_id[i] for i in index.product_ids],
-                   index.meta["presence_threshold"])
+                   index.meta["presence_threshold"], second_look_threshold=index.meta.get("second_look_threshold"))
+
+    @property
+    def second_look(self) -> tuple[float, float] | None:
+        if self.second_look_threshold is None:
+            return None
+        return self.presence_threshold, self.second_look_threshold
 
     def embed(self, rgb: np.ndarray) -> tuple[FaceEmbedding, np.ndarray]:
-        """The embedding of the glasses of the face most likely wearing some (`embed_glasses_face`) and its
-        detected 5 points; refuses a photo without a face."""
+        """The embedding of the glasses of the face most likely wearing some (`embed_glasses_face`, with the
+        second look when the index has its threshold) and its detected 5 points; refuses a photo without a face."""
         img = np.asarray(rgb)
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {img.dtype} {img.shape}")
-        found = embed_glasses_face(self.embedder, self.detector, img)
+        found = embed_glasses_face(self.embedder, self.detector, img, self.second_look)
         if found is None:
             raise GlassesRefusal("no_face", "No face was found in this photo.")
         return found
