@@ -406,6 +406,9 @@ def test_face_below_the_presence_threshold_is_refused_and_above_it_searched(tiny
     with pytest.raises(GlassesRefusal, match="does not seem to wear glasses") as err:
         strict(img)
     assert err.value.reason == "no_glasses"
+    with pytest.raises(ValueError, match="below the presence threshold"):
+        GlassesSearch(tiny_search.embedder, tiny_search.embeddings, tiny_search.products, presence_threshold=0.8,
+                      detector=tiny_search.detector, second_look_threshold=0.7)
 
 
 def test_catalogue_index_round_trip_and_weights_check(tmp_path):

@@ -237,9 +237,9 @@ def register_catalogue(weights_folder: str | Path, catalogue_seed: int = 0, cata
     seconds = time.time() - t0
     log("calibrating the presence threshold ...")
     calibration = calibrate_presence(embedder, products, np.concatenate([rows, augmented_rows]))
-    log(f"presence threshold {calibration['threshold']:.4f}, second look from {calibration['second_look_threshold']:.4f}: "
-        f"refuses {calibration['glasses_refused']:.3f} of located with-glasses and "
-        f"{calibration['no_glasses_refused']:.3f} of without-glasses calibration faces")
+    log(f"presence threshold {calibration['threshold']:.4f}, second look from "
+        f"{calibration['second_look_threshold']:.4f}: refuses {calibration['glasses_refused']:.3f} of located "
+        f"with-glasses and {calibration['no_glasses_refused']:.3f} of without-glasses calibration faces")
     t = _table()
     meta = {"model_sha256": sha256_file(folder / "model.safetensors"), "catalogue_seed": catalogue_seed,
             "catalogue_size": catalogue_size, "reference_faces": [str(t["file"][r]) for r in rows],
