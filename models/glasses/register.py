@@ -166,7 +166,7 @@ def calibrate_presence(embedder, products: list, exclude_rows: np.ndarray, n: in
     """Presence thresholds from whole-pipeline queries on augmented UTKFace validation faces (see module doc)."""
     from models.glasses.augment import augment_photo
     from models.glasses.render import render_tryon
-    from models.glasses.search import glasses_detector, locate_faces
+    from models.glasses.search import first_look, glasses_detector, locate_faces, second_look
 
     t = _table()
     rows = np.setdiff1d(np.flatnonzero((t["split"] == "validation") & (t["qc"] >= 0)), exclude_rows)
@@ -187,11 +187,11 @@ def calibrate_presence(embedder, products: list, exclude_rows: np.ndarray, n: in
         if not faces:
             missed[kind] += 1
             continue
-        first = max((embedder.embed_face(photo, p) for p in faces), key=lambda f: f.presence)
+        first, _ = first_look(embedder, photo, faces)
+        wide = second_look(embedder, photo, faces)
         iod = float(np.linalg.norm(true_points[1] - true_points[0]))
         located = bool(np.linalg.norm(first.eyes - true_points[:2], axis=1).max() <= LOCATED * iod)
-        wide = [f.presence for p in faces if (f := embedder.embed_face_widely(photo, p)) is not None]
-        looks[kind].append((first.presence, located, max(wide, default=0.0)))
+        looks[kind].append((first.presence, located, 0.0 if wide is None else wide[0].presence))
     glasses, none = (np.array(looks[k], np.float64).reshape(-1, 3) for k in ("glasses", "none"))
     located = glasses[:, 1] > 0
     threshold, second = presence_thresholds(glasses, none, quantile)

@@ -87,21 +87,32 @@ def locate_faces(detector, rgb: np.ndarray, limit: int = CANDIDATE_FACES) -> lis
     return [np.asarray(f.points5, np.float64) for f in faces[:limit]]
 
 
+def first_look(embedder: GlassesEmbedder, rgb: np.ndarray, faces: list[np.ndarray]) -> tuple[FaceEmbedding, np.ndarray]:
+    """(embedding, 5 points) of the candidate face (at least one) whose glasses presence is highest."""
+    return max(((embedder.embed_face(rgb, p), p) for p in faces), key=lambda e: e[0].presence)
+
+
+def second_look(embedder: GlassesEmbedder, rgb: np.ndarray,
+                faces: list[np.ndarray]) -> tuple[FaceEmbedding, np.ndarray] | None:
+    """`first_look` from the wider starts of `GlassesEmbedder.embed_face_widely`; None when no face has any."""
+    wide = [(face, p) for p in faces if (face := embedder.embed_face_widely(rgb, p)) is not None]
+    return max(wide, key=lambda e: e[0].presence) if wide else None
+
+
 def embed_glasses_face(embedder: GlassesEmbedder, detector, rgb: np.ndarray,
-                       second_look: tuple[float, float] | None = None) -> tuple[FaceEmbedding, np.ndarray] | None:
+                       second: tuple[float, float] | None = None) -> tuple[FaceEmbedding, np.ndarray] | None:
     """(embedding, 5 points) of the candidate face with the highest glasses presence, or None without a face.
 
-    With `second_look` = (below, accept): when that presence is under `below`, every candidate is embedded again
-    from wider starts (`GlassesEmbedder.embed_face_widely`), and the best of those replaces it if its presence
-    reaches `accept`."""
+    With `second` = (below, accept): when that presence is under `below`, the `second_look` replaces it if its
+    presence reaches `accept`."""
     faces = locate_faces(detector, rgb)
     if not faces:
         return None
-    found = max(((embedder.embed_face(rgb, p), p) for p in faces), key=lambda e: e[0].presence)
-    if second_look is not None and found[0].presence < second_look[0]:
-        wide = [(face, p) for p in faces if (face := embedder.embed_face_widely(rgb, p)) is not None]
-        if wide and (best := max(wide, key=lambda e: e[0].presence))[0].presence >= second_look[1]:
-            found = best
+    found = first_look(embedder, rgb, faces)
+    if second is not None and found[0].presence < second[0]:
+        wide = second_look(embedder, rgb, faces)
+        if wide is not None and wide[0].presence >= second[1]:
+            found = wide
     return found
 
 
@@ -182,19 +193,14 @@ class GlassesSearch:
         return cls(embedder, index.embeddings, [by_id[i] for i in index.product_ids],
                    index.meta["presence_threshold"], second_look_threshold=index.meta.get("second_look_threshold"))
 
-    @property
-    def second_look(self) -> tuple[float, float] | None:
-        if self.second_look_threshold is None:
-            return None
-        return self.presence_threshold, self.second_look_threshold
-
     def embed(self, rgb: np.ndarray) -> tuple[FaceEmbedding, np.ndarray]:
         """The embedding of the glasses of the face most likely wearing some (`embed_glasses_face`, with the
         second look when the index has its threshold) and its detected 5 points; refuses a photo without a face."""
         img = np.asarray(rgb)
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {img.dtype} {img.shape}")
-        found = embed_glasses_face(self.embedder, self.detector, img, self.second_look)
+        second = None if self.second_look_threshold is None else (self.presence_threshold, self.second_look_threshold)
+        found = embed_glasses_face(self.embedder, self.detector, img, second)
         if found is None:
             raise GlassesRefusal("no_face", "No face was found in this photo.")
         return found
