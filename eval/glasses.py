@@ -327,7 +327,7 @@ def render_markdown(s: dict) -> str:
 
 def _search_info(search) -> dict:
     from models.glasses.augment import PhotoAugment
-    from models.glasses.embedder import WIDE_SCALES, WIDE_SHIFT
+    from models.glasses import embedder
 
     info = {"num_products": len(search.products), "presence_threshold": search.presence_threshold,
             "second_look_threshold": search.second_look_threshold,
@@ -335,10 +335,13 @@ def _search_info(search) -> dict:
             "describe": "RetinaFace (exposure-normalised view) -> 5 points of up to 4 faces -> eye band 48x128 "
                         "(roll from the eye line, 40 px per eye distance) -> eye correction from 3 starting eye "
                         "distances -> GlassesEmbeddingNet 128-d of the face and start with the highest glasses "
-                        "presence; below the presence threshold a second look from 10 wider starts per face, taken "
-                        "at or above its own threshold -> exact cosine search (faiss IndexFlatIP)",
+                        "presence; below the presence threshold a second look from 10 wider starts per face and from "
+                        "the 3 most present bands of a scan of the whole photo, taken at or above its own threshold "
+                        "-> exact cosine search (faiss IndexFlatIP)",
             "refine": search.embedder.refine, "start_scales": list(search.embedder.start_scales),
-            "second_look_starts": {"scales": list(WIDE_SCALES), "shift": WIDE_SHIFT}}
+            "second_look_starts": {"scales": list(embedder.WIDE_SCALES), "shift": embedder.WIDE_SHIFT},
+            "second_look_scan": {k.lower(): getattr(embedder, k) for k in
+                                 ("SCAN_EYE_DISTANCE", "SCAN_SIDE_STEPS", "SCAN_RATIO", "SCAN_STRIDE", "SCAN_KEEP")}}
     try:
         from models.hub import get_card
 

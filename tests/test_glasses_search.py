@@ -121,6 +121,25 @@ def test_a_correction_that_collapses_the_eyes_is_not_taken():
     np.testing.assert_allclose(face.band, crop_band(photo, eyes))
 
 
+def test_a_detection_too_small_to_crop_is_no_face_not_an_error():
+    from models.face.detect import Detection
+    from models.glasses.embedder import GlassesEmbedder
+    from models.glasses.search import embed_glasses_face
+
+    # Eyes 1.1 px apart: the 0.87 start put them under a pixel apart, and cropping that raised a ValueError.
+    tiny = np.array([[100.0, 80.0], [101.1, 80.0], [100.5, 81], [100.2, 82], [100.9, 82]])
+
+    class Detector:
+        def detect(self, rgb):
+            return [Detection(box=np.array([99, 79, 102, 83], np.float32), score=0.9, points5=tiny.astype(np.float32))]
+
+    embedder = GlassesEmbedder(_net(3), refine=1)
+    photo = _textured()
+    assert embedder.embed_face(photo, tiny) is None and embedder.embed_face_widely(photo, tiny) is None
+    assert embed_glasses_face(embedder, Detector(), photo) is None
+    assert embed_glasses_face(embedder, Detector(), photo, (0.5, 0.9)) is None
+
+
 def test_training_jitter_targets_point_at_the_true_eyes():
     from models.glasses.train import cut_bands, jitter_affines
 
@@ -295,6 +314,9 @@ def test_a_face_the_first_look_would_refuse_gets_a_second_look_from_wider_starts
             p = self.wide[int(points[0, 0])]
             return None if p is None else self._face(p, 1.0)
 
+        def scan(self, rgb):
+            return None
+
     photo = np.full((64, 64, 3), 100, np.uint8)
     look = (0.8, 0.95)
     sure = Embedder([0.3, 0.85], [0.99, 0.99])  # the first look accepts: no second look
@@ -308,6 +330,94 @@ def test_a_face_the_first_look_would_refuse_gets_a_second_look_from_wider_starts
     assert face.presence == 0.5 and face.eyes[0, 0] == 0.0 and int(points[0, 0]) == 1
     face, _ = embed_glasses_face(Embedder([0.3, 0.5], [0.99, 0.99]), Detector(), photo)  # no second look asked
     assert face.presence == 0.5
+
+
+def test_the_second_look_takes_the_scan_when_it_is_surest_and_places_the_face_by_its_eyes():
+    from models.face.detect import Detection
+    from models.glasses.embedder import FaceEmbedding
+    from models.glasses.search import embed_glasses_face, points_of_eyes
+
+    class Detector:  # the detector boxed something else than the face wearing glasses
+        def detect(self, rgb):
+            return [Detection(box=np.array([0, 0, 20, 20], np.float32), score=0.9,
+                              points5=np.full((5, 2), 5.0, np.float32))]
+
+    scanned_eyes = np.array([[150.0, 100.0], [180.0, 104.0]])
+
+    class Embedder:
+        def __init__(self, scanned: float) -> None:
+            self.scanned = scanned
+
+        def _face(self, presence: float, eyes: np.ndarray) -> FaceEmbedding:
+            return FaceEmbedding(embedding=np.ones(3, np.float32), presence=presence, eyes=eyes,
+                                 band=np.zeros((48, 128, 3), np.uint8))
+
+        def embed_face(self, rgb, points):
+            return self._face(0.2, points[:2])
+
+        def embed_face_widely(self, rgb, points):
+            return self._face(0.6, points[:2])
+
+        def scan(self, rgb):
+            return self._face(self.scanned, scanned_eyes)
+
+    photo = np.full((200, 260, 3), 100, np.uint8)
+    face, points = embed_glasses_face(Embedder(0.99), Detector(), photo, (0.8, 0.95))
+    assert face.presence == 0.99
+    np.testing.assert_allclose(points, points_of_eyes(scanned_eyes))
+    face, points = embed_glasses_face(Embedder(0.9), Detector(), photo, (0.8, 0.95))  # not sure enough
+    assert face.presence == 0.2 and points[0, 0] == 5.0
+
+
+def test_points_of_eyes_put_the_template_face_under_the_eyes():
+    from models.glasses.search import points_of_eyes
+
+    eyes = np.array([[100.0, 80.0], [140.0, 80.0]])
+    points = points_of_eyes(eyes)
+    np.testing.assert_allclose(points[:2], eyes, atol=1e-9)
+    assert 100 < points[2, 0] < 140 and 95 < points[2, 1] < 110  # the nose below the eye midpoint
+    assert points[3, 1] > points[2, 1] and points[3, 0] < points[4, 0]  # mouth corners under it, left first
+    rolled = points_of_eyes(np.array([[100.0, 80.0], [100.0, 120.0]]))  # a face lying on its side
+    assert rolled[2, 0] < 100
+
+
+def test_the_scan_grid_covers_the_photo_at_growing_eye_distances():
+    from models.glasses.embedder import SCAN_EYE_DISTANCE, SCAN_RATIO, SCAN_SIDE_STEPS, SCAN_STRIDE, scan_grid
+
+    grid = scan_grid(100, 130)
+    distances = sorted({round(float(e[1, 0] - e[0, 0]), 6) for e in grid})
+    expected = SCAN_EYE_DISTANCE * SCAN_RATIO ** np.arange(len(distances))
+    np.testing.assert_allclose(distances, expected)
+    assert expected[-1] <= 50 < expected[-1] * SCAN_RATIO  # up to half the shorter side
+    assert all(e[0, 1] == e[1, 1] for e in grid)  # level bands
+    smallest = np.array([e.mean(0) for e in grid if e[1, 0] - e[0, 0] == SCAN_EYE_DISTANCE])
+    step = SCAN_STRIDE * SCAN_EYE_DISTANCE
+    assert smallest[:, 0].min() == step / 2 and smallest[:, 0].max() > 130 - step
+    assert len(smallest) == len(np.arange(step / 2, 100, step)) * len(np.arange(step / 2, 130, step))
+    big = scan_grid(1200, 1600)
+    assert min(e[1, 0] - e[0, 0] for e in big) == pytest.approx(1200 / SCAN_SIDE_STEPS)
+    assert len(scan_grid(2400, 3200)) == len(big) and scan_grid(30, 30) == []  # bounded whatever the photo's size
+
+
+def test_the_scan_finds_the_glasses_where_the_network_sees_them():
+    from models.glasses.crop import BAND_H, BAND_W
+    from models.glasses.embedder import GlassesEmbedder
+
+    class BrightCentre(torch.nn.Module):  # "glasses" = a bright eye line in the band's centre, dark around it
+        def forward(self, x: torch.Tensor) -> dict:
+            centre = x[:, :, 16:24, 34:94].mean((1, 2, 3))
+            rest = (x.sum((1, 2, 3)) - x[:, :, 16:24, 34:94].sum((1, 2, 3))) / (x[0].numel() - 3 * 8 * 60)
+            n = len(x)
+            return {"embedding": torch.nn.functional.normalize(torch.ones(n, 4), dim=1),
+                    "presence": 20 * (centre - rest) - 5, "eyes": torch.zeros(n, 4)}
+
+    photo = np.zeros((200, 260, 3), np.uint8)
+    photo[96:104, 150:210] = 255  # a bar 60 px long around (179.5, 99.5)
+    face = GlassesEmbedder(BrightCentre(), refine=1, start_scales=()).scan(photo)
+    assert face is not None and face.presence > 0.9
+    assert np.linalg.norm(face.eyes.mean(0) - [179.5, 99.5]) < 12
+    assert face.band.shape == (BAND_H, BAND_W, 3)
+    assert GlassesEmbedder(BrightCentre()).scan(np.zeros((30, 30, 3), np.uint8)) is None
 
 
 def test_second_look_starts_scale_and_move_the_detected_eyes():

@@ -7,7 +7,8 @@ band; with `flip` the band and its mirror image (the band of the mirrored photo:
 are both embedded and averaged. The correction starts from the detected eye distance and from it scaled
 by each of `START_SCALES` (the detector's eye distance is often off by more than the eye head was trained
 to correct), and the run whose last band shows glasses most surely is kept. `embed_face_widely` does the same
-from wider starts (other eye distances, moved along and across the eye line): the search's second look.
+from wider starts (other eye distances, moved along and across the eye line), and `scan` from the most
+present bands of a grid over the whole photo: the search's second look.
 Registration, training and queries all go through `models.glasses.crop`.
 """
 
@@ -34,6 +35,16 @@ MIN_EYE_DISTANCE = 4.0  # px: a correction that puts the eyes closer than this i
 # line. RetinaFace often boxes an eye, the forehead or the whole head of a face wearing the rendered glasses.
 WIDE_SCALES = (0.6, 1.6)
 WIDE_SHIFT = 0.3
+# The second look also scans the whole photo (`GlassesEmbedder.scan`), for faces the detector did not box at all:
+# level bands centred on a grid (SCAN_STRIDE eye distances apart) at eye distances from SCAN_EYE_DISTANCE px (or the
+# photo's shorter side / SCAN_SIDE_STEPS, which bounds the bands of a big photo) up to half the shorter side, each
+# SCAN_RATIO times the last (the eye head corrects about that much); the SCAN_KEEP bands of highest presence, at
+# least an eye distance apart, are then corrected like any start. About 1,700 bands on a 250 px photo.
+SCAN_EYE_DISTANCE = 18.0
+SCAN_SIDE_STEPS = 16
+SCAN_RATIO = 1.35
+SCAN_STRIDE = 0.5
+SCAN_KEEP = 3
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,20 @@ def eye_starts(points5: np.ndarray, scales: tuple[float, ...], shift: float = 0.
     moves = [(0.0, 0.0)] + ([(shift, 0.0), (-shift, 0.0), (0.0, shift), (0.0, -shift)] if shift else [])
     return [np.stack([m - s * half, m + s * half])
             for s in scales for m in (mid + 2 * s * (a * half + b * across) for a, b in moves)]
+
+
+def scan_grid(height: int, width: int) -> list[np.ndarray]:
+    """(2, 2) level eye points of the bands `GlassesEmbedder.scan` tries on a photo of this size (see SCAN_*)."""
+    short = min(height, width)
+    distance = max(SCAN_EYE_DISTANCE, short / SCAN_SIDE_STEPS)
+    grid = []
+    while distance <= short / 2:
+        step = SCAN_STRIDE * distance
+        half = np.array([distance / 2, 0.0])
+        grid += [np.stack([(x, y) - half, (x, y) + half])
+                 for y in np.arange(step / 2, height, step) for x in np.arange(step / 2, width, step)]
+        distance *= SCAN_RATIO
+    return grid
 
 
 def _eye_distance(eyes: np.ndarray) -> float:
@@ -104,16 +129,35 @@ class GlassesEmbedder:
             emb = emb + self.run(np.ascontiguousarray(bands[:, :, ::-1]))["embedding"]
         return (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
 
-    def embed_face(self, rgb: np.ndarray, points5: np.ndarray) -> FaceEmbedding:
+    def embed_face(self, rgb: np.ndarray, points5: np.ndarray) -> FaceEmbedding | None:
         """Embedding of the glasses on the face with these 5 points, after `refine` eye corrections from each
-        start (all starts in one batch); the start whose final band has the highest presence wins."""
-        return self.embed_from(rgb, eye_starts(points5, self.start_scales))
+        start (all starts in one batch); the start whose final band has the highest presence wins. None when
+        every start puts the eyes under `MIN_EYE_DISTANCE` apart (a detection of a few pixels)."""
+        return self._embed_from_usable(rgb, eye_starts(points5, self.start_scales))
 
     def embed_face_widely(self, rgb: np.ndarray, points5: np.ndarray) -> FaceEmbedding | None:
-        """`embed_face` from the wider starts of a second look (`WIDE_SCALES`, `WIDE_SHIFT`); None when every
-        start puts the eyes under `MIN_EYE_DISTANCE` apart."""
-        starts = [e for e in eye_starts(points5, WIDE_SCALES, WIDE_SHIFT) if _eye_distance(e) >= MIN_EYE_DISTANCE]
-        return self.embed_from(rgb, starts) if starts else None
+        """`embed_face` from the wider starts of a second look (`WIDE_SCALES`, `WIDE_SHIFT`)."""
+        return self._embed_from_usable(rgb, eye_starts(points5, WIDE_SCALES, WIDE_SHIFT))
+
+    def scan(self, rgb: np.ndarray) -> FaceEmbedding | None:
+        """Glasses anywhere in the photo: the presence of every band of `scan_grid`, then `embed_from` the
+        `SCAN_KEEP` most present (at least an eye distance apart); None for a photo too small to scan."""
+        grid = scan_grid(*rgb.shape[:2])
+        if not grid:
+            return None
+        presence = self.run(np.stack([warp_band(rgb, band_affine(e)) for e in grid]))["presence"]
+        kept: list[np.ndarray] = []
+        for i in np.argsort(-presence, kind="stable"):
+            eyes = grid[i]
+            if all(np.linalg.norm(eyes.mean(0) - k.mean(0)) > _eye_distance(eyes) for k in kept):
+                kept.append(eyes)
+                if len(kept) == SCAN_KEEP:
+                    break
+        return self.embed_from(rgb, kept)
+
+    def _embed_from_usable(self, rgb: np.ndarray, starts: list[np.ndarray]) -> FaceEmbedding | None:
+        usable = [e for e in starts if _eye_distance(e) >= MIN_EYE_DISTANCE]
+        return self.embed_from(rgb, usable) if usable else None
 
     def embed_from(self, rgb: np.ndarray, starts: list[np.ndarray]) -> FaceEmbedding:
         """Corrects each start's (2, 2) eye points `refine` times, embeds the final bands (and their mirror images

@@ -14,10 +14,10 @@ queries: with glasses (random catalogue products) and without. The threshold is 
 quantile of the presence probabilities of the with-glasses faces that the pipeline located (corrected eyes
 within `LOCATED` eye distances of the true ones: on the padded UTKFace crops the detector sometimes takes
 the blurred reflection for the face, a failure the threshold should not be set by). A photo the first look
-would refuse gets a second look from wider starts (`search.second_look`); its threshold is set so
-that it accepts none of the calibration faces without glasses that the first look refuses (just above
-the highest second-look presence among them, and never below the first threshold). The rates on both sets
-are stored with them.
+would refuse gets a second look from wider starts and a scan of the photo (`search.second_look`); its
+threshold is set so that it accepts none of the calibration faces without glasses that the first look
+refuses (just above the highest second-look presence among them, and never below the first threshold). The
+rates on both sets are stored with them.
 
 Writes `<weights folder>/catalogue_index.safetensors` (see `search.save_catalogue_index`).
 """
@@ -151,12 +151,18 @@ def register_products(embedder, products: list, rows: np.ndarray, augmented_rows
     return out
 
 
+def first_look_threshold(glasses: np.ndarray, quantile: float) -> float:
+    """The `quantile` quantile of the first-look presences of the located with-glasses faces (rows: first-look
+    presence, located 0/1, ...)."""
+    return float(np.quantile(glasses[glasses[:, 1] > 0, 0], quantile))
+
+
 def presence_thresholds(glasses: np.ndarray, none: np.ndarray, quantile: float) -> tuple[float, float]:
     """(presence threshold, second-look threshold) from calibration rows (first-look presence, located 0/1,
-    second-look presence) of faces with and without glasses: the first is the `quantile` quantile of the located
-    with-glasses faces' presences; the second lies just above every second-look presence of the faces without
-    glasses that the first refuses, and never below the first."""
-    threshold = float(np.quantile(glasses[glasses[:, 1] > 0, 0], quantile))
+    second-look presence) of faces with and without glasses: the first is `first_look_threshold`; the second lies
+    just above every second-look presence of the faces without glasses that the first refuses, and never below
+    the first."""
+    threshold = first_look_threshold(glasses, quantile)
     refused = none[none[:, 0] < threshold]
     return threshold, max(threshold, float(np.nextafter(refused[:, 2].max(initial=0.0), 1.0)))
 
@@ -173,8 +179,9 @@ def calibrate_presence(embedder, products: list, exclude_rows: np.ndarray, n: in
     rng = np.random.default_rng(seed)
     chosen = rng.choice(rows, 2 * n, replace=False)
     detector = glasses_detector()
-    # Per face found: the first look's presence, whether it located the eyes, the second look's presence (0: none).
-    looks: dict[str, list[tuple[float, bool, float]]] = {"glasses": [], "none": []}
+    # Per face found: the photo, its faces, the first look's presence (0: every face too small to crop) and
+    # whether it located the eyes.
+    looks: dict[str, list[tuple[np.ndarray, list, float, bool]]] = {"glasses": [], "none": []}
     missed = {"glasses": 0, "none": 0}
     for i, row in enumerate(chosen):
         kind = "glasses" if i < n else "none"
@@ -187,12 +194,20 @@ def calibrate_presence(embedder, products: list, exclude_rows: np.ndarray, n: in
         if not faces:
             missed[kind] += 1
             continue
-        first, _ = first_look(embedder, photo, faces)
-        wide = second_look(embedder, photo, faces)
+        first = first_look(embedder, photo, faces)
         iod = float(np.linalg.norm(true_points[1] - true_points[0]))
-        located = bool(np.linalg.norm(first.eyes - true_points[:2], axis=1).max() <= LOCATED * iod)
-        looks[kind].append((first.presence, located, 0.0 if wide is None else wide[0].presence))
-    glasses, none = (np.array(looks[k], np.float64).reshape(-1, 3) for k in ("glasses", "none"))
+        located = first is not None and bool(np.linalg.norm(first[0].eyes - true_points[:2], axis=1).max()
+                                             <= LOCATED * iod)
+        looks[kind].append((photo, faces, 0.0 if first is None else first[0].presence, located))
+    threshold = first_look_threshold(np.array([(p, loc) for _, _, p, loc in looks["glasses"]], np.float64), quantile)
+
+    def second_presence(photo: np.ndarray, faces: list, first: float) -> float:
+        """The second look's presence where the first look refuses (it scans the photo: slow); 0 elsewhere."""
+        wide = second_look(embedder, photo, faces) if first < threshold else None
+        return 0.0 if wide is None else wide[0].presence
+
+    glasses, none = (np.array([(p, loc, second_presence(photo, faces, p)) for photo, faces, p, loc in looks[k]],
+                              np.float64).reshape(-1, 3) for k in ("glasses", "none"))
     located = glasses[:, 1] > 0
     threshold, second = presence_thresholds(glasses, none, quantile)
 

@@ -13,9 +13,9 @@ presence head is surest wears glasses is searched.
 
 Refusal: no face found, or the network's presence probability below the threshold calibrated at
 registration (`register.py`), gives `GlassesRefusal` with `REFUSAL_MESSAGE`. Before refusing for the
-presence, the search takes a second look from wider starts around each face (the detector often boxes only
-an eye or the forehead of a face wearing glasses), taken only if its presence reaches a second, higher
-threshold calibrated with the first.
+presence, the search takes a second look from wider starts around each face and from a scan of the whole
+photo (the detector often boxes only an eye, the forehead or a background face instead of a face wearing
+glasses), taken only if its presence reaches a second, higher threshold calibrated with the first.
 
 The app (`app.run_glasses_tab`) loads one `GlassesSearch` per process and shows its results.
 """
@@ -87,29 +87,50 @@ def locate_faces(detector, rgb: np.ndarray, limit: int = CANDIDATE_FACES) -> lis
     return [np.asarray(f.points5, np.float64) for f in faces[:limit]]
 
 
-def first_look(embedder: GlassesEmbedder, rgb: np.ndarray, faces: list[np.ndarray]) -> tuple[FaceEmbedding, np.ndarray]:
-    """(embedding, 5 points) of the candidate face (at least one) whose glasses presence is highest."""
-    return max(((embedder.embed_face(rgb, p), p) for p in faces), key=lambda e: e[0].presence)
+def first_look(embedder: GlassesEmbedder, rgb: np.ndarray,
+               faces: list[np.ndarray]) -> tuple[FaceEmbedding, np.ndarray] | None:
+    """(embedding, 5 points) of the candidate face whose glasses presence is highest; None when every face is
+    too small to crop (`GlassesEmbedder.embed_face`)."""
+    return _most_present([(embedder.embed_face(rgb, p), p) for p in faces])
 
 
 def second_look(embedder: GlassesEmbedder, rgb: np.ndarray,
                 faces: list[np.ndarray]) -> tuple[FaceEmbedding, np.ndarray] | None:
-    """`first_look` from the wider starts of `GlassesEmbedder.embed_face_widely`; None when no face has any."""
-    wide = [(face, p) for p in faces if (face := embedder.embed_face_widely(rgb, p)) is not None]
-    return max(wide, key=lambda e: e[0].presence) if wide else None
+    """`first_look` from the wider starts of `GlassesEmbedder.embed_face_widely`, and from the `GlassesEmbedder.scan`
+    of the whole photo (its 5 points: the face template on the corrected eyes)."""
+    looks = [(embedder.embed_face_widely(rgb, p), p) for p in faces]
+    scanned = embedder.scan(rgb)
+    if scanned is not None:
+        looks.append((scanned, points_of_eyes(scanned.eyes)))
+    return _most_present(looks)
+
+
+def points_of_eyes(eyes: np.ndarray) -> np.ndarray:
+    """(5, 2) points of a face from its two eye points: the alignment template's, placed by its eyes."""
+    from models.face.align import face_template, similarity_transform
+
+    template = face_template(512)
+    affine = similarity_transform(template[:2], np.asarray(eyes, np.float64))
+    return template @ affine[:, :2].T + affine[:, 2]
+
+
+def _most_present(looks: list) -> tuple[FaceEmbedding, np.ndarray] | None:
+    usable = [look for look in looks if look[0] is not None]
+    return max(usable, key=lambda e: e[0].presence) if usable else None
 
 
 def embed_glasses_face(embedder: GlassesEmbedder, detector, rgb: np.ndarray,
                        second: tuple[float, float] | None = None) -> tuple[FaceEmbedding, np.ndarray] | None:
-    """(embedding, 5 points) of the candidate face with the highest glasses presence, or None without a face.
+    """(embedding, 5 points) of the candidate face with the highest glasses presence, or None without a face
+    (or with only faces too small to crop).
 
-    With `second` = (below, accept): when that presence is under `below`, the `second_look` replaces it if its
-    presence reaches `accept`."""
+    With `second` = (below, accept): when that presence is under `below` (or the first look had no face to
+    crop), the `second_look` replaces it if its presence reaches `accept`."""
     faces = locate_faces(detector, rgb)
     if not faces:
         return None
     found = first_look(embedder, rgb, faces)
-    if second is not None and found[0].presence < second[0]:
+    if second is not None and (found is None or found[0].presence < second[0]):
         wide = second_look(embedder, rgb, faces)
         if wide is not None and wide[0].presence >= second[1]:
             found = wide
