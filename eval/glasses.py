@@ -335,9 +335,9 @@ def _search_info(search) -> dict:
             "describe": "RetinaFace (exposure-normalised view) -> 5 points of up to 4 faces -> eye band 48x128 "
                         "(roll from the eye line, 40 px per eye distance) -> eye correction from 3 starting eye "
                         "distances -> GlassesEmbeddingNet 128-d of the face and start with the highest glasses "
-                        "presence; below the presence threshold a second look from 10 wider starts per face and from "
-                        "the 3 most present bands of a scan of the whole photo, taken at or above its own threshold "
-                        "-> exact cosine search (faiss IndexFlatIP)",
+                        "presence; below the presence threshold, or with no face found, a second look from 10 wider "
+                        "starts per face and from the 3 most present bands of a scan of the whole photo, taken at or "
+                        "above its own threshold -> exact cosine search (faiss IndexFlatIP)",
             "refine": search.embedder.refine, "start_scales": list(search.embedder.start_scales),
             "second_look_starts": {"scales": list(embedder.WIDE_SCALES), "shift": embedder.WIDE_SHIFT},
             "second_look_scan": {k.lower(): getattr(embedder, k) for k in

@@ -368,6 +368,15 @@ def test_the_second_look_takes_the_scan_when_it_is_surest_and_places_the_face_by
     face, points = embed_glasses_face(Embedder(0.9), Detector(), photo, (0.8, 0.95))  # not sure enough
     assert face.presence == 0.2 and points[0, 0] == 5.0
 
+    class NoFace:
+        def detect(self, rgb):
+            return []
+
+    face, points = embed_glasses_face(Embedder(0.99), NoFace(), photo, (0.8, 0.95))  # the scan finds a face
+    assert face.presence == 0.99 and np.allclose(points[:2], scanned_eyes)
+    assert embed_glasses_face(Embedder(0.9), NoFace(), photo, (0.8, 0.95)) is None
+    assert embed_glasses_face(Embedder(0.99), NoFace(), photo) is None  # no second look asked
+
 
 def test_points_of_eyes_put_the_template_face_under_the_eyes():
     from models.glasses.search import points_of_eyes

@@ -179,8 +179,8 @@ def calibrate_presence(embedder, products: list, exclude_rows: np.ndarray, n: in
     rng = np.random.default_rng(seed)
     chosen = rng.choice(rows, 2 * n, replace=False)
     detector = glasses_detector()
-    # Per face found: the photo, its faces, the first look's presence (0: every face too small to crop) and
-    # whether it located the eyes.
+    # Per photo: the photo, its faces, the first look's presence (0: no face found or every face too small to
+    # crop; the search's second look still scans such a photo) and whether it located the eyes.
     looks: dict[str, list[tuple[np.ndarray, list, float, bool]]] = {"glasses": [], "none": []}
     missed = {"glasses": 0, "none": 0}
     for i, row in enumerate(chosen):
@@ -193,8 +193,7 @@ def calibrate_presence(embedder, products: list, exclude_rows: np.ndarray, n: in
         faces = locate_faces(detector, photo)
         if not faces:
             missed[kind] += 1
-            continue
-        first = first_look(embedder, photo, faces)
+        first = first_look(embedder, photo, faces) if faces else None
         iod = float(np.linalg.norm(true_points[1] - true_points[0]))
         located = first is not None and bool(np.linalg.norm(first[0].eyes - true_points[:2], axis=1).max()
                                              <= LOCATED * iod)

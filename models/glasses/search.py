@@ -12,10 +12,10 @@ cosine search over the registered catalogue (exact faiss index). Of up to four d
 presence head is surest wears glasses is searched.
 
 Refusal: no face found, or the network's presence probability below the threshold calibrated at
-registration (`register.py`), gives `GlassesRefusal` with `REFUSAL_MESSAGE`. Before refusing for the
-presence, the search takes a second look from wider starts around each face and from a scan of the whole
-photo (the detector often boxes only an eye, the forehead or a background face instead of a face wearing
-glasses), taken only if its presence reaches a second, higher threshold calibrated with the first.
+registration (`register.py`), gives `GlassesRefusal` with `REFUSAL_MESSAGE`. Before refusing, the search
+takes a second look from wider starts around each face and from a scan of the whole photo (the detector
+often boxes only an eye, the forehead or a background face instead of a face wearing glasses, or nothing),
+taken only if its presence reaches a second, higher threshold calibrated with the first.
 
 The app (`app.run_glasses_tab`) loads one `GlassesSearch` per process and shows its results.
 """
@@ -124,12 +124,11 @@ def embed_glasses_face(embedder: GlassesEmbedder, detector, rgb: np.ndarray,
     """(embedding, 5 points) of the candidate face with the highest glasses presence, or None without a face
     (or with only faces too small to crop).
 
-    With `second` = (below, accept): when that presence is under `below` (or the first look had no face to
-    crop), the `second_look` replaces it if its presence reaches `accept`."""
+    With `second` = (below, accept): when that presence is under `below`, or no face was found or could be
+    cropped (the detector misses some faces wearing glasses), the `second_look` replaces it if its presence
+    reaches `accept`."""
     faces = locate_faces(detector, rgb)
-    if not faces:
-        return None
-    found = first_look(embedder, rgb, faces)
+    found = first_look(embedder, rgb, faces) if faces else None
     if second is not None and (found is None or found[0].presence < second[0]):
         wide = second_look(embedder, rgb, faces)
         if wide is not None and wide[0].presence >= second[1]:
@@ -167,7 +166,7 @@ class SearchResult:
 class SearchResponse:
     results: list[SearchResult]
     face: FaceEmbedding  # embedding, presence probability, corrected eyes and the band searched with
-    points5: np.ndarray  # the detector's 5 points of the face used
+    points5: np.ndarray  # 5 points of the face used: the detector's, or after a scan `points_of_eyes`
 
 
 class GlassesSearch:
