@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 
@@ -36,10 +37,12 @@ MIN_EYE_DISTANCE = 4.0  # px: a correction that puts the eyes closer than this i
 WIDE_SCALES = (0.6, 1.6)
 WIDE_SHIFT = 0.3
 # The second look also scans the whole photo (`GlassesEmbedder.scan`), for faces the detector did not box at all:
-# level bands centred on a grid (SCAN_STRIDE eye distances apart) at eye distances from SCAN_EYE_DISTANCE px (or the
-# photo's shorter side / SCAN_SIDE_STEPS, which bounds the bands of a big photo) up to half the shorter side, each
-# SCAN_RATIO times the last (the eye head corrects about that much); the SCAN_KEEP bands of highest presence, at
-# least an eye distance apart, are then corrected like any start. About 1,700 bands on a 250 px photo.
+# level bands centred on a grid (SCAN_STRIDE eye distances apart) at eye distances from SCAN_EYE_DISTANCE px up to
+# half the photo's shorter side, each SCAN_RATIO times the last (the eye head corrects about that much); the
+# SCAN_KEEP bands of highest presence, at least an eye distance apart, are then corrected like any start on the
+# photo itself. About 1,700 bands on a 250 px photo. A photo whose shorter side exceeds SCAN_SIDE_STEPS eye
+# distances of SCAN_EYE_DISTANCE is scanned shrunk to that (the smallest eye distance then scales with the photo,
+# and a big photo costs no more than a 288 px one).
 SCAN_EYE_DISTANCE = 18.0
 SCAN_SIDE_STEPS = 16
 SCAN_RATIO = 1.35
@@ -75,7 +78,7 @@ def eye_starts(points5: np.ndarray, scales: tuple[float, ...], shift: float = 0.
 def scan_grid(height: int, width: int) -> list[np.ndarray]:
     """(2, 2) level eye points of the bands `GlassesEmbedder.scan` tries on a photo of this size (see SCAN_*)."""
     short = min(height, width)
-    distance = max(SCAN_EYE_DISTANCE, short / SCAN_SIDE_STEPS)
+    distance = SCAN_EYE_DISTANCE
     grid = []
     while distance <= short / 2:
         step = SCAN_STRIDE * distance
@@ -142,10 +145,14 @@ class GlassesEmbedder:
     def scan(self, rgb: np.ndarray) -> FaceEmbedding | None:
         """Glasses anywhere in the photo: the presence of every band of `scan_grid`, then `embed_from` the
         `SCAN_KEEP` most present (at least an eye distance apart); None for a photo too small to scan."""
-        grid = scan_grid(*rgb.shape[:2])
+        h, w = rgb.shape[:2]
+        shrink = min(1.0, SCAN_SIDE_STEPS * SCAN_EYE_DISTANCE / min(h, w))
+        small = rgb if shrink == 1.0 else cv2.resize(rgb, (max(1, round(w * shrink)), max(1, round(h * shrink))),
+                                                     interpolation=cv2.INTER_AREA)
+        grid = scan_grid(*small.shape[:2])
         if not grid:
             return None
-        presence = self.run(np.stack([warp_band(rgb, band_affine(e)) for e in grid]))["presence"]
+        presence = self.run(np.stack([warp_band(small, band_affine(e)) for e in grid]))["presence"]
         kept: list[np.ndarray] = []
         for i in np.argsort(-presence, kind="stable"):
             eyes = grid[i]
@@ -153,7 +160,8 @@ class GlassesEmbedder:
                 kept.append(eyes)
                 if len(kept) == SCAN_KEEP:
                     break
-        return self.embed_from(rgb, kept)
+        to_photo = np.array([w, h], np.float64) / small.shape[1::-1]  # pixel centres: x = (x' + 0.5) * f - 0.5
+        return self.embed_from(rgb, [(e + 0.5) * to_photo - 0.5 for e in kept])
 
     def _embed_from_usable(self, rgb: np.ndarray, starts: list[np.ndarray]) -> FaceEmbedding | None:
         usable = [e for e in starts if _eye_distance(e) >= MIN_EYE_DISTANCE]
