@@ -193,7 +193,7 @@ def calibrate_presence(embedder, products: list, exclude_rows: np.ndarray, n: in
         faces = locate_faces(detector, photo)
         if not faces:
             missed[kind] += 1
-        first = first_look(embedder, photo, faces) if faces else None
+        first = first_look(embedder, photo, faces)
         iod = float(np.linalg.norm(true_points[1] - true_points[0]))
         located = first is not None and bool(np.linalg.norm(first[0].eyes - true_points[:2], axis=1).max()
                                              <= LOCATED * iod)

@@ -89,8 +89,8 @@ def locate_faces(detector, rgb: np.ndarray, limit: int = CANDIDATE_FACES) -> lis
 
 def first_look(embedder: GlassesEmbedder, rgb: np.ndarray,
                faces: list[np.ndarray]) -> tuple[FaceEmbedding, np.ndarray] | None:
-    """(embedding, 5 points) of the candidate face whose glasses presence is highest; None when every face is
-    too small to crop (`GlassesEmbedder.embed_face`)."""
+    """(embedding, 5 points) of the candidate face whose glasses presence is highest; None without faces or when
+    every face is too small to crop (`GlassesEmbedder.embed_face`)."""
     return _most_present([(embedder.embed_face(rgb, p), p) for p in faces])
 
 
@@ -128,7 +128,7 @@ def embed_glasses_face(embedder: GlassesEmbedder, detector, rgb: np.ndarray,
     cropped (the detector misses some faces wearing glasses), the `second_look` replaces it if its presence
     reaches `accept`."""
     faces = locate_faces(detector, rgb)
-    found = first_look(embedder, rgb, faces) if faces else None
+    found = first_look(embedder, rgb, faces)
     if second is not None and (found is None or found[0].presence < second[0]):
         wide = second_look(embedder, rgb, faces)
         if wide is not None and wide[0].presence >= second[1]:
