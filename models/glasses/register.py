@@ -14,10 +14,10 @@ queries: with glasses (random catalogue products) and without. The threshold is 
 quantile of the presence probabilities of the with-glasses faces that the pipeline located (corrected eyes
 within `LOCATED` eye distances of the true ones: on the padded UTKFace crops the detector sometimes takes
 the blurred reflection for the face, a failure the threshold should not be set by). A photo the first look
-would refuse gets a second look from wider starts and a scan of the photo (`search.second_look`); its
-threshold is set so that it accepts none of the calibration faces without glasses that the first look
-refuses (just above the highest second-look presence among them, and never below the first threshold). The
-rates on both sets are stored with them.
+would refuse (or where it found no face) gets a second look from wider starts and a scan of the photo
+(`search.second_look`); its threshold is set so that it accepts none of the calibration faces without
+glasses that the first look refuses (just above the highest second-look presence among them, and never
+below the first threshold). The rates on both sets are stored with them.
 
 Writes `<weights folder>/catalogue_index.safetensors` (see `search.save_catalogue_index`).
 """

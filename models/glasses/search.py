@@ -215,7 +215,8 @@ class GlassesSearch:
 
     def embed(self, rgb: np.ndarray) -> tuple[FaceEmbedding, np.ndarray]:
         """The embedding of the glasses of the face most likely wearing some (`embed_glasses_face`, with the
-        second look when the index has its threshold) and its detected 5 points; refuses a photo without a face."""
+        second look when the index has its threshold) and its 5 points (`SearchResponse.points5`); refuses a photo
+        without a face."""
         img = np.asarray(rgb)
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {img.dtype} {img.shape}")
